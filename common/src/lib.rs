@@ -1,0 +1,27 @@
+//! PVPN's shared vocabulary: the types and formats that the backend and the agents must agree on.
+//!
+//! This crate does no I/O. It defines what a valid name, key, peer or message *is*, so that every
+//! boundary (Telegram, Redis, configuration, the database) parses into these types once and the rest
+//! of the code can trust them.
+//!
+//! # Layout
+//!
+//! - [`names`]: region codes and node names (`[a-z0-9-]`, bounded).
+//! - [`keys`]: WireGuard public, private and preshared keys; generation; base64.
+//! - [`peer`]: the desired state of one peer on a node ([`peer::PeerSpec`]).
+//! - [`wire`]: the versioned JSON formats carried over Redis: stream events, heartbeats, stats.
+//! - [`redis_keys`]: every Redis key and group name, with the per-region hash tag.
+//! - [`addressing`]: client address allocation inside a node's subnet.
+//! - [`client_config`]: the `[Interface]`/`[Peer]` file that WireGuard apps import.
+
+pub mod addressing;
+pub mod client_config;
+pub mod keys;
+pub mod names;
+pub mod peer;
+pub mod redis_keys;
+pub mod wire;
+
+pub use keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
+pub use names::{NameError, NodeName, RegionCode};
+pub use peer::PeerSpec;

@@ -1,0 +1,103 @@
+//! Every Redis key and consumer group name PVPN uses, in one place.
+//!
+//! All keys of a region share the hash tag `{<region>}`, so a Redis Cluster keeps a region on one
+//! slot (Lua scripts and MULTI over a region's keys stay legal) and an ACL pattern
+//! `~pvpn:{<region>}:*` confines a region's agent to its own keys.
+
+use crate::names::{NodeName, RegionCode};
+
+/// The keys of one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionKeys {
+    prefix: String,
+}
+
+impl RegionKeys {
+    pub fn new(region: &RegionCode) -> Self {
+        Self {
+            prefix: format!("pvpn:{{{region}}}"),
+        }
+    }
+
+    /// Stream of [`crate::wire::StreamEvent`]s for every node of the region.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// Stream where agents park entries they could not understand, with the reason.
+    pub fn dead_letter(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+
+    /// Stream of [`crate::wire::Feedback`] from the region's agents to the backend.
+    pub fn feedback(&self) -> String {
+        format!("{}:feedback", self.prefix)
+    }
+
+    /// Marker the backend sets when it has published the region's snapshots; its absence means
+    /// Redis lost its data and everything must be republished.
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    /// Hash: public key (base64) → [`crate::peer::PeerSpec`] JSON. The node's whole desired state.
+    pub fn node_peers(&self, node: &NodeName) -> String {
+        format!("{}:node:{node}:peers", self.prefix)
+    }
+
+    /// Integer: the revision the node's snapshot hash is at.
+    pub fn node_revision(&self, node: &NodeName) -> String {
+        format!("{}:node:{node}:revision", self.prefix)
+    }
+
+    /// The node's latest [`crate::wire::Heartbeat`], expiring when the agent stops sending.
+    pub fn node_heartbeat(&self, node: &NodeName) -> String {
+        format!("{}:node:{node}:heartbeat", self.prefix)
+    }
+
+    /// The ACL key pattern that covers exactly this region's keys.
+    pub fn acl_pattern(&self) -> String {
+        format!("~{}:*", self.prefix)
+    }
+}
+
+/// The consumer group through which one node's agent reads its region's event stream. One group
+/// per node, so every agent sees every event of its region.
+pub fn agent_group(node: &NodeName) -> String {
+    format!("agent:{node}")
+}
+
+/// The consumer group through which the backend reads every region's feedback stream.
+pub const BACKEND_FEEDBACK_GROUP: &str = "backend";
+
+/// Field of an entry in the dead-letter stream: why the entry was rejected.
+pub const DEAD_LETTER_REASON_FIELD: &str = "reason";
+/// Field of an entry in the dead-letter stream: the original entry's id.
+pub const DEAD_LETTER_ID_FIELD: &str = "source_id";
+/// Field of an entry in the dead-letter stream: the original payload, as received.
+pub const DEAD_LETTER_PAYLOAD_FIELD: &str = "payload";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_region_hash_tag() {
+        let keys = RegionKeys::new(&RegionCode::new("nl").unwrap());
+        let node = NodeName::new("nl-1").unwrap();
+        for key in [
+            keys.events(),
+            keys.dead_letter(),
+            keys.feedback(),
+            keys.epoch(),
+            keys.node_peers(&node),
+            keys.node_revision(&node),
+            keys.node_heartbeat(&node),
+        ] {
+            assert!(key.starts_with("pvpn:{nl}:"), "{key}");
+        }
+        assert_eq!(keys.node_peers(&node), "pvpn:{nl}:node:nl-1:peers");
+        assert_eq!(keys.acl_pattern(), "~pvpn:{nl}:*");
+        assert_eq!(agent_group(&node), "agent:nl-1");
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs PVPN's whole test suite: formatting, lints, and every test against real PostgreSQL, Redis
+# and wireguard-go. Needs root (tests create network namespaces). Any failure fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+export PVPN_TEST_PG_URL="${PVPN_TEST_PG_URL:-postgres://pvpn:pvpn@127.0.0.1:5432/postgres}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast
