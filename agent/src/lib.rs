@@ -1,1 +1,158 @@
-//! Placeholder; see the agent issue.
+//! `pvpn-agent`: applies a region's Redis event stream to one node's WireGuard interface.
+//!
+//! The agent owns the interface's peer list and nothing else (keys, port and addresses are
+//! provisioned by Ansible). It reads its region's stream through its node's consumer group,
+//! applies the events meant for its node in revision order, reconciles against the node's
+//! snapshot whenever it cannot be sure (start, gap, lost stream, request, timer), acknowledges an
+//! entry only once the interface holds it, and reports heartbeats and counters back.
+//!
+//! # Layout
+//!
+//! - [`config`]: one `Config`, defaults, TOML file, environment overrides.
+//! - [`wireguard`]: the `WireGuard` trait, its `wireguard-control` and in-memory implementations,
+//!   chunked application of changes.
+//! - [`consumer`]: consumer group, reads (pending first), acks, dead letters.
+//! - [`snapshot`]: the node's desired state, read atomically and parsed strictly.
+//! - [`reconcile`]: snapshot vs. interface → the minimal list of changes.
+//! - [`agent`]: the loop: sessions, revision logic, acknowledgement rules.
+//! - [`report`]: heartbeats and per-peer stats on the feedback stream.
+//! - [`http`] and [`metrics`]: `/healthz`, `/metrics`, shared status.
+//! - [`redis_conn`], [`backoff`]: connections with the right timeouts; capped jittered backoff.
+
+pub mod agent;
+pub mod backoff;
+pub mod config;
+pub mod consumer;
+pub mod http;
+pub mod metrics;
+pub mod reconcile;
+pub mod redis_conn;
+pub mod report;
+pub mod snapshot;
+pub mod wireguard;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use config::{Config, ConfigError, WgBackend};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::agent::NodeAgent;
+use crate::metrics::{Metrics, SharedStatus, Status, lock};
+use crate::report::Reporter;
+use crate::wireguard::control::ControlWireGuard;
+use crate::wireguard::{WgError, WireGuard};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    WireGuard(#[from] WgError),
+    #[error("binding the metrics address {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent against the configured interface until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let wg = Arc::new(ControlWireGuard::new(
+        &config.wg_interface,
+        config.wg_backend,
+    )?);
+    let listener = TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.metrics_addr,
+            source,
+        })?;
+    serve(config, wg, listener, shutdown).await
+}
+
+/// Runs the agent with a given interface and HTTP listener (tests bind port 0).
+///
+/// Refuses to start if the interface does not exist. On shutdown it finishes the entry being
+/// applied, acknowledges nothing else, and returns.
+pub async fn serve(
+    config: Config,
+    wg: Arc<dyn WireGuard>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    agent::blocking(&wg, |wg| wg.check_exists()).await?;
+    tracing::info!(?config, "pvpn-agent starting");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::new());
+    let status: SharedStatus = Arc::new(std::sync::Mutex::new(Status::default()));
+
+    let app = http::router(Arc::clone(&metrics), Arc::clone(&status));
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = http_stop.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "metrics endpoint failed");
+        }
+    });
+
+    let reporter = Reporter {
+        wg: Arc::clone(&wg),
+        node: config.node.clone(),
+        keys: pvpn_common::redis_keys::RegionKeys::new(&config.region),
+        redis_url: config.redis_url.clone(),
+        heartbeat_interval: config.heartbeat_interval,
+        stats_interval: config.stats_interval,
+        metrics: Arc::clone(&metrics),
+        status: Arc::clone(&status),
+    };
+    let report_task = tokio::spawn(reporter.run(stop_rx.clone()));
+
+    let mut node_agent = NodeAgent::new(wg, &config, metrics, status);
+    let agent_loop = agent_loop(&mut node_agent, stop_rx);
+    tokio::pin!(agent_loop);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut agent_loop => {}
+        () = &mut shutdown => {
+            tracing::info!("shutting down: finishing the current apply");
+            let _ = stop_tx.send(true);
+            agent_loop.await;
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = report_task.await;
+    let _ = http_task.await;
+    tracing::info!("pvpn-agent stopped");
+    Ok(())
+}
+
+/// Sessions one after another, with backoff between failed ones, until shutdown.
+async fn agent_loop(agent: &mut NodeAgent, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        let Err(error) = agent.session(&mut stop).await else {
+            break;
+        };
+        if matches!(error, agent::SessionError::Redis(_)) {
+            agent.metrics.redis_errors.inc();
+        }
+        let kind = error.kind();
+        if agent.failure != Some(kind) {
+            tracing::warn!(%error, "{kind}; retrying with backoff, the interface stays as it is");
+            agent.failure = Some(kind);
+        } else {
+            tracing::debug!(%error, "still failing");
+        }
+        lock(&agent.status).problem = Some(format!("{kind}: {error}"));
+        let delay = agent.backoff.next_delay();
+        tokio::select! {
+            _ = stop.changed() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The agent's loop: one Redis session at a time, turning stream entries and snapshots into
+//! interface changes, and acknowledging an entry only once the interface holds it.
+//!
+//! A session connects, makes sure the group exists, reconciles if it must (start-up, lost stream),
+//! re-processes its own pending entries, then blocks on new ones. Any error ends the session; the
+//! caller ([`crate::run`]) backs off and starts a new one. Nothing is acknowledged that was not
+//! applied, so a failed session loses nothing: its entries stay pending and come back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pvpn_common::NodeName;
+use pvpn_common::redis_keys::RegionKeys;
+use pvpn_common::wire::{ReconcileReport, ReconcileTrigger, StreamEvent};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::consumer::{Entry, EntryBody, ReadFrom, StreamConsumer, is_stream_lost};
+use crate::metrics::{Metrics, SharedStatus, lock};
+use crate::snapshot::{self, SnapshotError};
+use crate::wireguard::{PeerChange, WgError, WireGuard, apply_in_chunks};
+use crate::{reconcile, redis_conn};
+
+/// Longest single blocking read; the loop wakes at least this often to check timers.
+const MAX_BLOCK: Duration = Duration::from_secs(5);
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    SnapshotMissing(String),
+    #[error("snapshot: {0}")]
+    BadSnapshot(String),
+    #[error(transparent)]
+    WireGuard(#[from] WgError),
+}
+
+impl SessionError {
+    /// A short name of the failure, so the caller logs once per change of kind, not per attempt.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SessionError::Redis(_) => "redis unavailable",
+            SessionError::SnapshotMissing(_) => "snapshot missing",
+            SessionError::BadSnapshot(_) => "snapshot unreadable",
+            SessionError::WireGuard(_) => "interface failing",
+        }
+    }
+}
+
+impl From<SnapshotError> for SessionError {
+    fn from(e: SnapshotError) -> Self {
+        match e {
+            SnapshotError::Missing(_) => SessionError::SnapshotMissing(e.to_string()),
+            SnapshotError::BadRevision(_) => SessionError::BadSnapshot(e.to_string()),
+            SnapshotError::Redis(e) => SessionError::Redis(e),
+        }
+    }
+}
+
+/// The state that outlives sessions: what the interface holds and what must happen next.
+pub struct NodeAgent {
+    pub(crate) wg: Arc<dyn WireGuard>,
+    pub(crate) node: NodeName,
+    pub(crate) keys: RegionKeys,
+    pub(crate) consumer: StreamConsumer,
+    pub(crate) redis_url: String,
+    pub(crate) reconcile_interval: Duration,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) status: SharedStatus,
+    /// The revision the interface holds; meaningful once a reconcile succeeded.
+    applied: u64,
+    /// A reconcile owed before the next event (start-up, lost stream, trimmed entry).
+    pending_reconcile: Option<ReconcileTrigger>,
+    next_periodic: Instant,
+    /// The kind of the failure being retried, so it is logged once, not per attempt.
+    pub(crate) failure: Option<&'static str>,
+    pub(crate) backoff: Backoff,
+}
+
+impl NodeAgent {
+    pub fn new(
+        wg: Arc<dyn WireGuard>,
+        config: &crate::Config,
+        metrics: Arc<Metrics>,
+        status: SharedStatus,
+    ) -> Self {
+        let keys = RegionKeys::new(&config.region);
+        let consumer = StreamConsumer::new(
+            &keys,
+            pvpn_common::redis_keys::agent_group(&config.node),
+            config.node.to_string(),
+        );
+        Self {
+            wg,
+            node: config.node.clone(),
+            keys,
+            consumer,
+            redis_url: config.redis_url.clone(),
+            reconcile_interval: config.reconcile_interval,
+            metrics,
+            status,
+            applied: 0,
+            pending_reconcile: Some(ReconcileTrigger::Startup),
+            next_periodic: Instant::now() + config.reconcile_interval,
+            failure: None,
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+        }
+    }
+
+    /// Runs one session until shutdown (`Ok`) or an error.
+    pub async fn session(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), SessionError> {
+        let block = self.reconcile_interval.min(MAX_BLOCK);
+        let mut conn = redis_conn::commands(&self.redis_url).await?;
+        let mut reader = redis_conn::blocking_reads(&self.redis_url, block).await?;
+
+        if self.consumer.ensure_group(&mut conn).await? && self.pending_reconcile.is_none() {
+            self.pending_reconcile = Some(ReconcileTrigger::StreamLost);
+        }
+        self.consumer.claim_orphans(&mut conn).await?;
+        self.reconcile_if_owed(&mut conn).await?;
+        lock(&self.status).problem = None;
+        self.backoff.reset();
+        if let Some(kind) = self.failure.take() {
+            tracing::info!(recovered_from = kind, "in sync again");
+        }
+
+        // Our own pending entries first: delivered to an earlier session, never acknowledged.
+        loop {
+            let entries = self.consumer.read(&mut conn, ReadFrom::Pending).await?;
+            if entries.is_empty() || *shutdown.borrow() {
+                break;
+            }
+            self.handle_all(&mut conn, entries, shutdown).await?;
+        }
+
+        while !*shutdown.borrow() {
+            let read = tokio::select! {
+                _ = shutdown.changed() => break,
+                read = self.consumer.read(&mut reader, ReadFrom::New { block }) => read,
+            };
+            match read {
+                Ok(entries) => self.handle_all(&mut conn, entries, shutdown).await?,
+                Err(e) if is_stream_lost(&e) => {
+                    tracing::warn!(error = %e, "event stream or group vanished; recreating it");
+                    self.consumer.ensure_group(&mut conn).await?;
+                    self.pending_reconcile = Some(ReconcileTrigger::StreamLost);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() >= self.next_periodic && self.pending_reconcile.is_none() {
+                self.pending_reconcile = Some(ReconcileTrigger::Periodic);
+            }
+            self.reconcile_if_owed(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_all(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        entries: Vec<Entry>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), SessionError> {
+        for entry in entries {
+            // Stop between entries on shutdown: the rest stay pending for the next start.
+            if *shutdown.borrow() {
+                break;
+            }
+            self.handle(conn, entry).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles one entry and acknowledges it once it needs nothing more from the interface.
+    async fn handle(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        entry: Entry,
+    ) -> Result<(), SessionError> {
+        self.reconcile_if_owed(conn).await?;
+        let payload = match entry.body {
+            EntryBody::Payload(bytes) => bytes,
+            EntryBody::NoEventField(fields) => {
+                let reason = format!("entry has no `event` field (fields: {fields})");
+                return self.dead_letter(conn, &entry.id, b"", &reason).await;
+            }
+            EntryBody::Gone => {
+                // Trimmed before we acknowledged it: we cannot know what it was; the snapshot does.
+                self.reconcile(conn, ReconcileTrigger::RevisionGap, None)
+                    .await?;
+                return self.ack(conn, &entry.id, false).await;
+            }
+        };
+        let event = match StreamEvent::decode(&payload) {
+            Ok(event) => event,
+            Err(e) => {
+                return self
+                    .dead_letter(conn, &entry.id, &payload, &e.to_string())
+                    .await;
+            }
+        };
+        if !event.is_for(&self.node) {
+            return self.ack(conn, &entry.id, false).await;
+        }
+        let (revision, change) = match event {
+            StreamEvent::Reconcile { request_id, .. } => {
+                self.reconcile(conn, ReconcileTrigger::Requested, Some(request_id))
+                    .await?;
+                return self.ack(conn, &entry.id, false).await;
+            }
+            StreamEvent::PeerUpsert { revision, peer, .. } => (revision, PeerChange::Upsert(peer)),
+            StreamEvent::PeerRemove {
+                revision,
+                public_key,
+                ..
+            } => (revision, PeerChange::Remove(public_key)),
+        };
+        if revision > self.applied + 1 {
+            tracing::info!(
+                revision,
+                applied = self.applied,
+                "revision gap; reconciling"
+            );
+            self.reconcile(conn, ReconcileTrigger::RevisionGap, None)
+                .await?;
+        }
+        if revision <= self.applied {
+            return self.ack(conn, &entry.id, false).await;
+        }
+        if revision > self.applied + 1 {
+            // The snapshot is behind the stream, which the relay's atomic publish rules out;
+            // the snapshot is the truth, the next reconcile will catch up.
+            tracing::warn!(
+                revision,
+                snapshot = self.applied,
+                "event ahead of the snapshot; skipped"
+            );
+            return self.ack(conn, &entry.id, false).await;
+        }
+        self.apply(vec![change]).await?;
+        self.set_applied(revision);
+        self.ack(conn, &entry.id, true).await
+    }
+
+    async fn ack(
+        &self,
+        conn: &mut MultiplexedConnection,
+        id: &str,
+        applied: bool,
+    ) -> Result<(), SessionError> {
+        match self.consumer.ack(conn, id).await {
+            Ok(()) => {}
+            // The stream vanished between read and ack: the entry is gone with it.
+            Err(e) if is_stream_lost(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if applied {
+            self.metrics.events_applied.inc();
+        } else {
+            self.metrics.events_skipped.inc();
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        conn: &mut MultiplexedConnection,
+        id: &str,
+        payload: &[u8],
+        reason: &str,
+    ) -> Result<(), SessionError> {
+        tracing::warn!(
+            entry = id,
+            reason,
+            "malformed stream entry moved to the dead-letter stream"
+        );
+        self.consumer.dead_letter(conn, id, payload, reason).await?;
+        self.metrics.dead_letters.inc();
+        Ok(())
+    }
+
+    async fn reconcile_if_owed(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), SessionError> {
+        if let Some(trigger) = self.pending_reconcile {
+            self.reconcile(conn, trigger, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the snapshot, diffs it against the interface and applies only the difference.
+    async fn reconcile(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        trigger: ReconcileTrigger,
+        request_id: Option<String>,
+    ) -> Result<ReconcileReport, SessionError> {
+        self.pending_reconcile = Some(self.pending_reconcile.unwrap_or(trigger));
+        let snapshot = match snapshot::read(conn, &self.keys, &self.node).await {
+            Ok(s) => {
+                self.metrics.snapshot_missing.set(0);
+                s
+            }
+            Err(e) => {
+                if matches!(e, SnapshotError::Missing(_)) {
+                    self.metrics.snapshot_missing.set(1);
+                }
+                return Err(e.into());
+            }
+        };
+        for problem in &snapshot.problems {
+            tracing::warn!(problem, "malformed snapshot entry left untouched");
+        }
+        let actual = blocking(&self.wg, |wg| wg.read_peers()).await?;
+        let plan = reconcile::plan(&snapshot, &actual);
+        self.apply(plan.changes).await?;
+        self.set_applied(snapshot.revision);
+        let report = ReconcileReport {
+            trigger,
+            request_id,
+            finished_at: unix_now(),
+            snapshot_revision: snapshot.revision,
+            added: plan.added,
+            removed: plan.removed,
+            updated: plan.updated,
+        };
+        tracing::info!(
+            ?trigger,
+            revision = snapshot.revision,
+            added = plan.added,
+            removed = plan.removed,
+            updated = plan.updated,
+            "reconciled"
+        );
+        self.metrics.record_reconcile(&report);
+        {
+            let mut status = lock(&self.status);
+            status.last_reconcile = Some(report.clone());
+            status.ready = true;
+        }
+        self.pending_reconcile = None;
+        self.next_periodic = Instant::now() + self.reconcile_interval;
+        Ok(report)
+    }
+
+    async fn apply(&self, changes: Vec<PeerChange>) -> Result<(), SessionError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = blocking(&self.wg, move |wg| apply_in_chunks(wg, &changes)).await;
+        self.metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.wireguard_errors.inc();
+        }
+        Ok(result?)
+    }
+
+    fn set_applied(&mut self, revision: u64) {
+        self.applied = revision;
+        self.metrics
+            .applied_revision
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
+        lock(&self.status).applied_revision = revision;
+    }
+}
+
+/// Runs a synchronous interface call on the blocking pool. The call runs to completion even if
+/// the caller is dropped, so an apply is never cut in half by shutdown.
+pub async fn blocking<T: Send + 'static>(
+    wg: &Arc<dyn WireGuard>,
+    f: impl FnOnce(&dyn WireGuard) -> Result<T, WgError> + Send + 'static,
+) -> Result<T, WgError> {
+    let wg = Arc::clone(wg);
+    tokio::task::spawn_blocking(move || f(wg.as_ref()))
+        .await
+        .map_err(|e| WgError::Task(e.to_string()))?
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,144 @@
+//! Feedback to the backend: a heartbeat every interval (with an expiring key, so a dead node's
+//! heartbeat disappears) and per-peer counters every stats interval.
+//!
+//! Counters are the interface's raw cumulative values; the backend turns them into usage by
+//! adding the difference, or the whole value when a counter went down (interface recreated).
+//! Reporting never blocks the apply loop: it has its own connection and its own task.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use pvpn_common::NodeName;
+use pvpn_common::redis_keys::RegionKeys;
+use pvpn_common::wire::{EVENT_FIELD, Feedback, Heartbeat, PeerStats};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
+
+use crate::agent::{blocking, unix_now};
+use crate::metrics::{Metrics, SharedStatus, lock};
+use crate::redis_conn;
+use crate::wireguard::{InterfacePeer, WireGuard};
+
+/// The feedback stream is bounded; the backend consumes it continuously.
+const FEEDBACK_MAXLEN: usize = 10_000;
+
+pub struct Reporter {
+    pub wg: Arc<dyn WireGuard>,
+    pub node: NodeName,
+    pub keys: RegionKeys,
+    pub redis_url: String,
+    pub heartbeat_interval: Duration,
+    pub stats_interval: Duration,
+    pub metrics: Arc<Metrics>,
+    pub status: SharedStatus,
+}
+
+impl Reporter {
+    /// Reports until shutdown. Failures are counted and logged at debug level: the apply loop
+    /// already logs Redis state changes, and the next tick simply tries again.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut conn: Option<MultiplexedConnection> = None;
+        let mut ticker = tokio::time::interval(self.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_stats = Instant::now() + self.stats_interval;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticker.tick() => {}
+            }
+            let peers = match blocking(&self.wg, |wg| wg.read_peers()).await {
+                Ok(peers) => Some(peers),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the interface for the report");
+                    None
+                }
+            };
+            let send_stats = Instant::now() >= next_stats && peers.is_some();
+            if send_stats {
+                next_stats = Instant::now() + self.stats_interval;
+            }
+            if let Err(e) = self.send(&mut conn, peers.as_deref(), send_stats).await {
+                self.metrics.redis_errors.inc();
+                tracing::debug!(error = %e, "report not sent");
+                conn = None;
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        conn: &mut Option<MultiplexedConnection>,
+        peers: Option<&[InterfacePeer]>,
+        send_stats: bool,
+    ) -> redis::RedisResult<()> {
+        if conn.is_none() {
+            *conn = Some(redis_conn::commands(&self.redis_url).await?);
+        }
+        let Some(conn) = conn.as_mut() else {
+            return Ok(());
+        };
+        if let Some(peers) = peers {
+            self.metrics.peers.set(peers.len() as i64);
+        }
+        let heartbeat = self.heartbeat(peers.map(<[_]>::len));
+        let expiry = self.heartbeat_interval.as_secs().max(1) * 3;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.keys.node_heartbeat(&self.node))
+            .arg(pvpn_common::wire::encode(&heartbeat))
+            .arg("EX")
+            .arg(expiry)
+            .ignore();
+        self.xadd(&mut pipe, &Feedback::Heartbeat(heartbeat));
+        if let (true, Some(peers)) = (send_stats, peers) {
+            self.xadd(&mut pipe, &stats(&self.node, peers));
+        }
+        pipe.query_async::<()>(conn).await
+    }
+
+    fn xadd(&self, pipe: &mut redis::Pipeline, feedback: &Feedback) {
+        pipe.cmd("XADD")
+            .arg(self.keys.feedback())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(FEEDBACK_MAXLEN)
+            .arg("*")
+            .arg(EVENT_FIELD)
+            .arg(feedback.encode())
+            .ignore();
+    }
+
+    fn heartbeat(&self, peer_count: Option<usize>) -> Heartbeat {
+        let status = lock(&self.status).clone();
+        Heartbeat {
+            node: self.node.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            sent_at: unix_now(),
+            applied_revision: status.applied_revision,
+            peer_count: peer_count
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                .unwrap_or(0),
+            last_reconcile: status.last_reconcile,
+        }
+    }
+}
+
+/// The stats message for the interface's peers.
+pub fn stats(node: &NodeName, peers: &[InterfacePeer]) -> Feedback {
+    Feedback::Stats {
+        node: node.clone(),
+        sent_at: unix_now(),
+        peers: peers
+            .iter()
+            .map(|p| PeerStats {
+                public_key: p.spec.public_key,
+                last_handshake: p
+                    .last_handshake
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,146 @@
+//! A node's desired-state snapshot: read from Redis in one atomic step and parsed strictly.
+//!
+//! The relay keeps, per node, a hash (public key → `PeerSpec` JSON) and a revision key, and writes
+//! both together with the stream entry. An absent revision key means Redis lost the snapshot (the
+//! relay always sets it, even to "0"): that is [`SnapshotError::Missing`], and the caller must not
+//! treat it as "no peers".
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use pvpn_common::redis_keys::RegionKeys;
+use pvpn_common::wire::{WireError, decode_snapshot_peer};
+use pvpn_common::{NodeName, PeerSpec, PublicKey};
+
+/// The desired peers of a node at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub peers: BTreeMap<PublicKey, PeerSpec>,
+    /// Peers whose entry is malformed: left on the interface as they are (neither added nor
+    /// removed) until the entry is fixed, so a bad entry never disconnects anyone.
+    pub untouchable: BTreeSet<PublicKey>,
+    /// One line per malformed entry, for the log.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the node's snapshot is missing (no revision key {0}); waiting for the backend")]
+    Missing(String),
+    #[error("the node's snapshot revision {0:?} is not a number")]
+    BadRevision(String),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Reads the node's hash and revision in one MULTI, so they belong to the same revision.
+pub async fn read(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &RegionKeys,
+    node: &NodeName,
+) -> Result<Snapshot, SnapshotError> {
+    let revision_key = keys.node_revision(node);
+    let (fields, revision): (HashMap<Vec<u8>, Vec<u8>>, Option<String>) = redis::pipe()
+        .atomic()
+        .cmd("HGETALL")
+        .arg(keys.node_peers(node))
+        .cmd("GET")
+        .arg(&revision_key)
+        .query_async(conn)
+        .await?;
+    let revision = revision.ok_or(SnapshotError::Missing(revision_key))?;
+    parse(&revision, fields)
+}
+
+/// Parses the raw hash and revision text.
+pub fn parse(revision: &str, fields: HashMap<Vec<u8>, Vec<u8>>) -> Result<Snapshot, SnapshotError> {
+    let revision: u64 = revision
+        .trim()
+        .parse()
+        .map_err(|_| SnapshotError::BadRevision(revision.chars().take(40).collect()))?;
+    let mut snapshot = Snapshot {
+        revision,
+        ..Snapshot::default()
+    };
+    for (field, value) in fields {
+        let field_text = String::from_utf8_lossy(&field);
+        let Ok(key) = field_text.parse::<PublicKey>() else {
+            snapshot
+                .problems
+                .push(format!("field {field_text:.60?} is not a public key"));
+            continue;
+        };
+        match decode_snapshot_peer(&value) {
+            Ok(spec) if spec.public_key == key => {
+                snapshot.peers.insert(key, spec);
+            }
+            Ok(spec) => {
+                snapshot.untouchable.insert(key);
+                snapshot.problems.push(format!(
+                    "field {key} holds the spec of another key {}",
+                    spec.public_key
+                ));
+            }
+            Err(e) => {
+                let e: WireError = e;
+                snapshot.untouchable.insert(key);
+                snapshot.problems.push(format!("peer {key}: {e}"));
+            }
+        }
+    }
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvpn_common::keys::KeyPair;
+    use pvpn_common::wire::encode;
+
+    fn spec() -> PeerSpec {
+        PeerSpec {
+            public_key: KeyPair::generate().public,
+            allowed_ips: vec!["198.18.0.2/32".parse().unwrap()],
+            preshared_key: None,
+            persistent_keepalive: None,
+        }
+    }
+
+    #[test]
+    fn parses_good_entries_and_fences_bad_ones() {
+        let good = spec();
+        let bad_json = KeyPair::generate().public;
+        let mismatched = KeyPair::generate().public;
+        let mut fields = HashMap::new();
+        fields.insert(
+            good.public_key.to_base64().into_bytes(),
+            encode(&good).into_bytes(),
+        );
+        fields.insert(bad_json.to_base64().into_bytes(), b"{nope".to_vec());
+        fields.insert(
+            mismatched.to_base64().into_bytes(),
+            encode(&spec()).into_bytes(),
+        );
+        fields.insert(b"not-a-key".to_vec(), encode(&spec()).into_bytes());
+        let s = parse("42", fields).unwrap();
+        assert_eq!(s.revision, 42);
+        assert_eq!(s.peers.len(), 1);
+        assert_eq!(s.peers[&good.public_key], good);
+        assert_eq!(
+            s.untouchable,
+            BTreeSet::from([bad_json, mismatched]),
+            "{:?}",
+            s.problems
+        );
+        assert_eq!(s.problems.len(), 3);
+    }
+
+    #[test]
+    fn rejects_a_bad_revision() {
+        assert!(matches!(
+            parse("x1", HashMap::new()),
+            Err(SnapshotError::BadRevision(_))
+        ));
+        assert_eq!(parse("0", HashMap::new()).unwrap().revision, 0);
+    }
+}

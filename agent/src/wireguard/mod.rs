@@ -1,0 +1,109 @@
+//! The agent's view of a WireGuard interface: read its peers, apply a batch of peer changes.
+//!
+//! The [`WireGuard`] trait is the seam between the agent's logic (diffing, revisions, chunking)
+//! and the interface. [`control::ControlWireGuard`] implements it with `wireguard-control`
+//! (netlink on a real node, the UAPI socket of `wireguard-go` in tests); [`memory::MemoryWireGuard`]
+//! implements it in memory so the logic can be unit-tested.
+//!
+//! Both implementations are synchronous: async callers go through `spawn_blocking`.
+
+pub mod control;
+pub mod memory;
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use pvpn_common::{PeerSpec, PublicKey};
+
+/// Most peer changes sent to the interface in one device update. Kernel netlink messages are
+/// limited to a page-ish size (defguard hit "packet larger than maximum size 12288" with one huge
+/// update); `wireguard-control` packs a device update into several messages, and this bound keeps
+/// each update, its memory and the time it holds the interface small as well.
+pub const MAX_CHANGES_PER_UPDATE: usize = 256;
+
+/// One peer as the interface holds it: its configuration and its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfacePeer {
+    /// Allowed IPs in the interface's order; preshared key and keepalive `None` when unset.
+    pub spec: PeerSpec,
+    /// Where the peer was last seen; owned by WireGuard, never set by the agent.
+    pub endpoint: Option<SocketAddr>,
+    pub last_handshake: Option<SystemTime>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// One change to the interface's peer list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerChange {
+    /// Make the peer exactly `spec`: add it, or update allowed IPs (replacing them), preshared key
+    /// and keepalive in place. The endpoint and the session are left alone.
+    Upsert(PeerSpec),
+    /// Remove the peer; a no-op if it is absent.
+    Remove(PublicKey),
+}
+
+impl PeerChange {
+    pub fn public_key(&self) -> &PublicKey {
+        match self {
+            PeerChange::Upsert(spec) => &spec.public_key,
+            PeerChange::Remove(key) => key,
+        }
+    }
+}
+
+/// Why the interface could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum WgError {
+    /// The agent never creates the interface (its keys and port are provisioned elsewhere).
+    #[error("WireGuard interface {0} does not exist (the agent does not create it)")]
+    InterfaceMissing(String),
+    #[error("WireGuard interface {iface}: {action}: {source}")]
+    Io {
+        iface: String,
+        action: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the interface refused a batch of {size} changes (limit {limit})")]
+    BatchTooLarge { size: usize, limit: usize },
+    #[error("the blocking WireGuard task failed: {0}")]
+    Task(String),
+}
+
+/// A WireGuard interface whose peer list the agent owns.
+pub trait WireGuard: Send + Sync + 'static {
+    /// Fails with [`WgError::InterfaceMissing`] unless the interface exists.
+    fn check_exists(&self) -> Result<(), WgError>;
+
+    /// Every peer on the interface, with counters.
+    fn read_peers(&self) -> Result<Vec<InterfacePeer>, WgError>;
+
+    /// Applies `changes` as one device update. Never replaces the whole peer list and never
+    /// creates the interface. Callers keep batches at most [`MAX_CHANGES_PER_UPDATE`] long
+    /// (see [`apply_in_chunks`]).
+    fn apply(&self, changes: &[PeerChange]) -> Result<(), WgError>;
+}
+
+/// Applies `changes` in order, in device updates of at most [`MAX_CHANGES_PER_UPDATE`] changes.
+/// Stops at the first failing chunk: earlier chunks stay applied, which is safe because every
+/// change is idempotent and the caller acknowledges nothing unless all of them succeeded.
+pub fn apply_in_chunks(wg: &dyn WireGuard, changes: &[PeerChange]) -> Result<(), WgError> {
+    for chunk in changes.chunks(MAX_CHANGES_PER_UPDATE) {
+        wg.apply(chunk)?;
+    }
+    Ok(())
+}
+
+/// Whether the interface peer already matches `desired` (allowed IPs compared as sets).
+pub fn matches_spec(actual: &PeerSpec, desired: &PeerSpec) -> bool {
+    let mut a = actual.allowed_ips.clone();
+    let mut d = desired.allowed_ips.clone();
+    a.sort();
+    a.dedup();
+    d.sort();
+    d.dedup();
+    actual.public_key == desired.public_key
+        && a == d
+        && actual.preshared_key == desired.preshared_key
+        && actual.persistent_keepalive == desired.persistent_keepalive
+}
