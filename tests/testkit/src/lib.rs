@@ -4,6 +4,7 @@
 //!
 //! - [`botapi`]: a local Telegram Bot API server that records what the bot sends and injects
 //!   messages and button presses.
+//! - [`netns`]: network namespaces joined by veth, with real `wireguard-go` interfaces in them.
 //! - [`postgres`]: a fresh PostgreSQL database per test on the machine's server.
 //! - [`redis_server`]: a private `redis-server` process per test, on its own port, that a test
 //!   may stop, restart empty, or flush without disturbing other tests.
@@ -11,6 +12,7 @@
 //! Fixtures fail loudly with what is missing ("run scripts/setup.sh"); they never skip a test.
 
 pub mod botapi;
+pub mod netns;
 pub mod postgres;
 pub mod redis_server;
 
