@@ -1,0 +1,201 @@
+//! Queries on `nodes`: placement candidates, the per-node lock, revisions, admin edits, and what
+//! agents report.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+/// One `nodes` row plus its number of live devices. Subnet and DNS travel as text.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeRow {
+    pub name: String,
+    pub region: String,
+    pub endpoint: String,
+    pub public_key: String,
+    pub listen_port: i32,
+    pub subnet: String,
+    pub dns: Vec<String>,
+    pub capacity: i32,
+    pub status: String,
+    pub revision: i64,
+    pub published_revision: i64,
+    pub applied_revision: i64,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    pub agent_version: Option<String>,
+    pub peer_count: Option<i32>,
+    pub last_reconcile: Option<serde_json::Value>,
+    pub devices: i64,
+}
+
+macro_rules! select_node {
+    () => {
+        "SELECT n.name, n.region, n.endpoint, n.public_key, n.listen_port, n.subnet::text AS subnet,
+                ARRAY(SELECT host(x) FROM unnest(n.dns) AS x) AS dns, n.capacity, n.status,
+                n.revision, n.published_revision, n.applied_revision, n.last_heartbeat_at,
+                n.agent_version, n.peer_count, n.last_reconcile,
+                (SELECT count(*) FROM devices d WHERE d.node = n.name AND d.status = 'active')
+                    AS devices
+         FROM nodes n "
+    };
+}
+
+pub async fn get(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<NodeRow>> {
+    sqlx::query_as(concat!(select_node!(), "WHERE n.name = $1"))
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Locks the node's row until the transaction ends. Every change of a node's peers takes this
+/// lock, so revisions and address allocation on one node happen one at a time.
+pub async fn lock(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<NodeRow>> {
+    sqlx::query_as(concat!(select_node!(), "WHERE n.name = $1 FOR UPDATE OF n"))
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Like [`lock`] but shared: blocks writers of the node while a snapshot is read.
+pub async fn lock_shared(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<NodeRow>> {
+    sqlx::query_as(concat!(select_node!(), "WHERE n.name = $1 FOR SHARE OF n"))
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn list(conn: &mut PgConnection, region: Option<&str>) -> sqlx::Result<Vec<NodeRow>> {
+    sqlx::query_as(concat!(
+        select_node!(),
+        "WHERE $1::text IS NULL OR n.region = $1 ORDER BY n.region, n.name"
+    ))
+    .bind(region)
+    .fetch_all(conn)
+    .await
+}
+
+/// Active nodes of a region, most free capacity first (ties by name, for determinism).
+/// Free capacity counts the subnet: `min(capacity, subnet clients) - devices` is computed by the
+/// caller, which knows the subnet arithmetic; this orders by configured capacity only.
+pub async fn placement_candidates(
+    conn: &mut PgConnection,
+    region: &str,
+) -> sqlx::Result<Vec<NodeRow>> {
+    sqlx::query_as(concat!(
+        select_node!(),
+        "WHERE n.region = $1 AND n.status = 'active' ORDER BY n.name"
+    ))
+    .bind(region)
+    .fetch_all(conn)
+    .await
+}
+
+/// The next revision of a node: +1, returned. The caller holds the node's lock.
+pub async fn bump_revision(conn: &mut PgConnection, name: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "UPDATE nodes SET revision = revision + 1 WHERE name = $1 RETURNING revision",
+    )
+    .bind(name)
+    .fetch_one(conn)
+    .await
+}
+
+/// Records that Redis holds the node at `revision` (never moves backwards).
+pub async fn mark_published(
+    conn: &mut PgConnection,
+    name: &str,
+    revision: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE nodes SET published_revision = GREATEST(published_revision, $2) WHERE name = $1",
+    )
+    .bind(name)
+    .bind(revision)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Fields of `pvpnctl node add`.
+#[derive(Debug, Clone)]
+pub struct NodeSpec<'a> {
+    pub name: &'a str,
+    pub region: &'a str,
+    pub endpoint: &'a str,
+    pub public_key: &'a str,
+    pub listen_port: i32,
+    pub subnet: &'a str,
+    pub dns: &'a [String],
+    pub capacity: i32,
+}
+
+pub async fn insert(conn: &mut PgConnection, spec: &NodeSpec<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO nodes (name, region, endpoint, public_key, listen_port, subnet, dns, capacity)
+         VALUES ($1, $2, $3, $4, $5, $6::cidr, $7::inet[], $8)",
+    )
+    .bind(spec.name)
+    .bind(spec.region)
+    .bind(spec.endpoint)
+    .bind(spec.public_key)
+    .bind(spec.listen_port)
+    .bind(spec.subnet)
+    .bind(spec.dns)
+    .bind(spec.capacity)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Updates what may change on an existing node (not its region or subnet).
+pub async fn update(conn: &mut PgConnection, spec: &NodeSpec<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE nodes SET endpoint = $2, public_key = $3, listen_port = $4, dns = $5::inet[],
+                capacity = $6
+         WHERE name = $1",
+    )
+    .bind(spec.name)
+    .bind(spec.endpoint)
+    .bind(spec.public_key)
+    .bind(spec.listen_port)
+    .bind(spec.dns)
+    .bind(spec.capacity)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_status(conn: &mut PgConnection, name: &str, status: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query("UPDATE nodes SET status = $2 WHERE name = $1")
+        .bind(name)
+        .bind(status)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Names of the nodes of one region, in name order.
+pub async fn names_in_region(conn: &mut PgConnection, region: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT name FROM nodes WHERE region = $1 ORDER BY name")
+        .bind(region)
+        .fetch_all(conn)
+        .await
+}
+
+/// `(name, region)` of every node.
+pub async fn all_names(conn: &mut PgConnection) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as("SELECT name, region FROM nodes ORDER BY region, name")
+        .fetch_all(conn)
+        .await
+}
+
+/// The other node that already uses `public_key`, if any.
+pub async fn holder_of_key(
+    conn: &mut PgConnection,
+    public_key: &str,
+    except: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT name FROM nodes WHERE public_key = $1 AND name <> $2")
+        .bind(public_key)
+        .bind(except)
+        .fetch_optional(conn)
+        .await
+}

@@ -1,0 +1,95 @@
+//! Queries on `outbox`: rows written with each change, read and marked by the relay.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+/// The channel `NOTIFY`ed when outbox rows commit, so the relay wakes up at once.
+pub const NOTIFY_CHANNEL: &str = "pvpn_outbox";
+
+/// One unpublished row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub region: String,
+    pub node: Option<String>,
+    pub revision: Option<i64>,
+    pub kind: String,
+    /// The `StreamEvent` JSON.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    region: &str,
+    node: Option<&str>,
+    revision: Option<i64>,
+    kind: &str,
+    payload: &str,
+) -> sqlx::Result<i64> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO outbox (region, node, revision, kind, payload)
+         VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id",
+    )
+    .bind(region)
+    .bind(node)
+    .bind(revision)
+    .bind(kind)
+    .bind(payload)
+    .fetch_one(&mut *conn)
+    .await?;
+    // Delivered at commit, once per transaction however many rows it wrote.
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+/// The oldest unpublished rows, in id order.
+pub async fn unpublished(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
+    sqlx::query_as(
+        "SELECT id, region, node, revision, kind, payload::text AS payload, created_at
+         FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// After a full snapshot of `node` at `revision` was published, its older rows are covered by it.
+pub async fn mark_covered_by_snapshot(
+    conn: &mut PgConnection,
+    node: &str,
+    revision: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET published_at = now()
+         WHERE node = $1 AND revision <= $2 AND published_at IS NULL",
+    )
+    .bind(node)
+    .bind(revision)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `(rows waiting, age of the oldest in seconds)`.
+pub async fn backlog(conn: &mut PgConnection) -> sqlx::Result<(i64, Option<i64>)> {
+    sqlx::query_as(
+        "SELECT count(*), (extract(epoch FROM now() - min(created_at)))::bigint
+         FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(conn)
+    .await
+}

@@ -1,0 +1,75 @@
+//! Queries on `regions`, with their load computed from nodes and devices.
+
+use sqlx::PgConnection;
+
+/// A region plus its load: live devices and capacity of its active nodes.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RegionRow {
+    pub code: String,
+    pub display_name: String,
+    pub status: String,
+    pub devices: i64,
+    pub capacity: i64,
+    pub active_nodes: i64,
+}
+
+macro_rules! select_region {
+    () => {
+        "SELECT r.code, r.display_name, r.status,
+                (SELECT count(*) FROM devices d JOIN nodes n ON n.name = d.node
+                  WHERE n.region = r.code AND d.status = 'active') AS devices,
+                (SELECT coalesce(sum(n.capacity), 0)::bigint FROM nodes n
+                  WHERE n.region = r.code AND n.status = 'active') AS capacity,
+                (SELECT count(*) FROM nodes n WHERE n.region = r.code AND n.status = 'active')
+                    AS active_nodes
+         FROM regions r "
+    };
+}
+
+/// Every region, any status, by code.
+pub async fn list(conn: &mut PgConnection) -> sqlx::Result<Vec<RegionRow>> {
+    sqlx::query_as(concat!(select_region!(), "ORDER BY r.code"))
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn get(conn: &mut PgConnection, code: &str) -> sqlx::Result<Option<RegionRow>> {
+    sqlx::query_as(concat!(select_region!(), "WHERE r.code = $1"))
+        .bind(code)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn insert(conn: &mut PgConnection, code: &str, display_name: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO regions (code, display_name) VALUES ($1, $2)")
+        .bind(code)
+        .bind(display_name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_display_name(conn: &mut PgConnection, code: &str, name: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE regions SET display_name = $2 WHERE code = $1")
+        .bind(code)
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_status(conn: &mut PgConnection, code: &str, status: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query("UPDATE regions SET status = $2 WHERE code = $1")
+        .bind(code)
+        .bind(status)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Codes of every region (the relay and the feedback consumer serve all of them).
+pub async fn codes(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT code FROM regions ORDER BY code")
+        .fetch_all(conn)
+        .await
+}

@@ -1,0 +1,341 @@
+//! Devices: where a grant becomes a peer.
+//!
+//! A grant, in one transaction: lock the user (device limit), pick the active node of the region
+//! with the most free capacity and lock it, take the lowest free address of its subnet, generate
+//! the client's keys, insert the device, and write the `PeerUpsert` to the outbox with the node's
+//! next revision ([`crate::outbox`]). The relay then carries it to Redis. The locks make
+//! concurrent grants queue per user and per node; the unique index `devices_live_address` is the
+//! backstop, and a conflict is retried ([`super::error::retry`]).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use chrono::Utc;
+use pvpn_common::addressing::ClientSubnet;
+use pvpn_common::keys::KeyPair;
+use pvpn_common::{NodeName, PresharedKey, PublicKey, RegionCode};
+use sqlx::PgConnection;
+
+use super::error::retry;
+use super::types::*;
+use super::{Service, ServiceError, convert, render};
+use crate::db;
+use crate::db::nodes::NodeRow;
+use crate::db::users::UserRow;
+use crate::metrics::label;
+use crate::outbox;
+
+/// Longest device name, in characters (the schema allows 32).
+pub const MAX_DEVICE_NAME: usize = 32;
+
+fn clean_device_name(name: Option<&str>, active: u32) -> Result<String, ServiceError> {
+    let Some(name) = name.map(str::trim) else {
+        return Ok(format!("device-{}", active + 1));
+    };
+    if name.is_empty() || name.chars().count() > MAX_DEVICE_NAME {
+        return Err(ServiceError::InvalidInput(format!(
+            "a device name has 1 to {MAX_DEVICE_NAME} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ServiceError::InvalidInput(
+            "a device name cannot contain control characters".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// How many clients a node can take: its configured capacity, bounded by its subnet.
+fn node_capacity(node: &NodeRow) -> Result<(ClientSubnet, u32), ServiceError> {
+    let subnet = node
+        .subnet
+        .parse()
+        .ok()
+        .and_then(|net| ClientSubnet::new(net).ok())
+        .ok_or_else(|| {
+            ServiceError::Internal(format!("node {} has an invalid subnet", node.name))
+        })?;
+    let configured = u32::try_from(node.capacity.max(0)).unwrap_or(0);
+    Ok((subnet, configured.min(subnet.client_capacity())))
+}
+
+fn parse_node(row: &NodeRow) -> Result<(RegionCode, NodeName), ServiceError> {
+    let region = RegionCode::new(&row.region)
+        .map_err(|_| ServiceError::Internal(format!("bad region code {:?}", row.region)))?;
+    let node = NodeName::new(&row.name)
+        .map_err(|_| ServiceError::Internal(format!("bad node name {:?}", row.name)))?;
+    Ok((region, node))
+}
+
+/// Refuses banned and expired users.
+pub(crate) fn check_access(user: &UserRow) -> Result<(), ServiceError> {
+    if user.status == "banned" {
+        return Err(ServiceError::Banned);
+    }
+    if user.access_expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(ServiceError::AccessExpired);
+    }
+    Ok(())
+}
+
+/// Locks a placeable node of the region and allocates an address on it, or says why not.
+async fn place(conn: &mut PgConnection, region: &str) -> Result<(NodeRow, Ipv4Addr), ServiceError> {
+    let candidates = db::nodes::placement_candidates(conn, region).await?;
+    if candidates.is_empty() {
+        return Err(ServiceError::RegionUnavailable);
+    }
+    // Most free room first; the counts are a hint read without locks, rechecked below.
+    let mut ranked = Vec::with_capacity(candidates.len());
+    for node in candidates {
+        let (_, capacity) = node_capacity(&node)?;
+        let free = i64::from(capacity) - node.devices;
+        ranked.push((free, node));
+    }
+    ranked.sort_by(|(fa, a), (fb, b)| fb.cmp(fa).then_with(|| a.name.cmp(&b.name)));
+    for (hint, candidate) in ranked {
+        if hint <= 0 {
+            break;
+        }
+        let Some(node) = db::nodes::lock(conn, &candidate.name).await? else {
+            continue;
+        };
+        if node.status != "active" {
+            continue;
+        }
+        let (subnet, capacity) = node_capacity(&node)?;
+        // A fresh statement after taking the lock sees every grant committed before ours.
+        let used: BTreeSet<Ipv4Addr> = db::devices::used_addresses(conn, &node.name)
+            .await?
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        if used.len() >= capacity as usize {
+            continue;
+        }
+        if let Some(address) = subnet.lowest_free(&used) {
+            return Ok((node, address));
+        }
+    }
+    Err(ServiceError::RegionFull)
+}
+
+impl Service {
+    /// Grants the user a new device in `region`. Returns the device and its config, once.
+    /// `name` is the user's label for it (default `device-N`).
+    pub async fn grant_device(
+        &self,
+        telegram_id: i64,
+        region: &str,
+        name: Option<&str>,
+    ) -> Result<GrantedDevice, ServiceError> {
+        let result = retry(|| self.try_grant(telegram_id, region, name)).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ServiceError::RegionFull) => "region_full",
+            Err(ServiceError::DeviceLimitReached { .. }) => "device_limit",
+            Err(ServiceError::Unavailable(_) | ServiceError::Internal(_)) => "error",
+            Err(_) => "refused",
+        };
+        self.metrics
+            .grants
+            .get_or_create(&label("outcome", outcome))
+            .inc();
+        result
+    }
+
+    async fn try_grant(
+        &self,
+        telegram_id: i64,
+        region: &str,
+        name: Option<&str>,
+    ) -> Result<GrantedDevice, ServiceError> {
+        let mut tx = self.pool.begin().await?;
+        let user = db::users::lock_by_telegram_id(&mut tx, telegram_id)
+            .await?
+            .ok_or(ServiceError::NotRegistered)?;
+        check_access(&user)?;
+        let active = u32::try_from(user.active_devices.max(0)).unwrap_or(u32::MAX);
+        let limit = u32::try_from(user.device_limit.max(0)).unwrap_or(0);
+        if active >= limit {
+            return Err(ServiceError::DeviceLimitReached { limit });
+        }
+        let name = clean_device_name(name, active)?;
+        let region_row = match RegionCode::new(region) {
+            Ok(code) => db::regions::get(&mut tx, code.as_str()).await?,
+            Err(_) => None,
+        };
+        match region_row.as_ref().map(|r| r.status.as_str()) {
+            None | Some("disabled") => return Err(ServiceError::RegionNotFound),
+            Some("active") => {}
+            Some(_) => return Err(ServiceError::RegionUnavailable),
+        }
+        let (node, address) = place(&mut tx, region).await?;
+        let (region_code, node_name) = parse_node(&node)?;
+
+        let keys = KeyPair::generate();
+        let psk = self.settings.preshared_keys.then(PresharedKey::generate);
+        let device_id = db::devices::insert(
+            &mut tx,
+            user.id,
+            &node.name,
+            &name,
+            &keys.public.to_base64(),
+            psk.as_ref().map(PresharedKey::to_base64).as_deref(),
+            &address.to_string(),
+        )
+        .await?;
+        let peer = render::peer_spec(keys.public, psk.clone(), address);
+        let revision = outbox::peer_upsert(&mut tx, &region_code, &node_name, peer).await?;
+        let config = render::client_config(&node, &keys.private, psk.as_ref(), address)?;
+        let device = self.device_in(&mut tx, device_id).await?;
+        tx.commit().await?;
+        tracing::info!(telegram_id, device_id, node = %node_name, %address, revision, "device granted");
+        Ok(GrantedDevice { device, config })
+    }
+
+    /// The user's active devices, oldest first.
+    pub async fn list_devices(&self, telegram_id: i64) -> Result<Vec<DeviceView>, ServiceError> {
+        let mut conn = self.pool.acquire().await?;
+        let user = db::users::by_telegram_id(&mut conn, telegram_id)
+            .await?
+            .ok_or(ServiceError::NotRegistered)?;
+        let rows = db::devices::active_for_user(&mut conn, user.id).await?;
+        rows.iter().map(convert::device).collect()
+    }
+
+    /// One of the user's active devices; `DeviceNotFound` for anyone else's.
+    pub async fn get_device(
+        &self,
+        telegram_id: i64,
+        device_id: i64,
+    ) -> Result<DeviceView, ServiceError> {
+        self.list_devices(telegram_id)
+            .await?
+            .into_iter()
+            .find(|d| d.id == device_id)
+            .ok_or(ServiceError::DeviceNotFound)
+    }
+
+    /// Revokes one of the user's own devices. Another user's device id gives `DeviceNotFound`
+    /// and changes nothing.
+    pub async fn revoke_device(
+        &self,
+        telegram_id: i64,
+        device_id: i64,
+    ) -> Result<DeviceView, ServiceError> {
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let user = db::users::lock_by_telegram_id(&mut tx, telegram_id)
+                .await?
+                .ok_or(ServiceError::NotRegistered)?;
+            let device = db::devices::lock_active_of_user(&mut tx, user.id, device_id)
+                .await?
+                .ok_or(ServiceError::DeviceNotFound)?;
+            revoke_locked(&mut tx, device.id, &device.node, &device.public_key, "user").await?;
+            let view = self.device_in(&mut tx, device.id).await?;
+            tx.commit().await?;
+            tracing::info!(telegram_id, device_id, "device revoked by its user");
+            Ok(view)
+        })
+        .await
+    }
+
+    /// Gives one of the user's devices a new keypair (and preshared key) at the same address: the
+    /// old peer is removed from the node, the new one added. Returns the new config, once.
+    pub async fn reissue_device(
+        &self,
+        telegram_id: i64,
+        device_id: i64,
+    ) -> Result<GrantedDevice, ServiceError> {
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let user = db::users::lock_by_telegram_id(&mut tx, telegram_id)
+                .await?
+                .ok_or(ServiceError::NotRegistered)?;
+            check_access(&user)?;
+            let device = db::devices::lock_active_of_user(&mut tx, user.id, device_id)
+                .await?
+                .ok_or(ServiceError::DeviceNotFound)?;
+            let node = db::nodes::lock(&mut tx, &device.node)
+                .await?
+                .ok_or_else(|| ServiceError::Internal("device on a missing node".into()))?;
+            let (region, node_name) = parse_node(&node)?;
+            let address: Ipv4Addr = device
+                .address
+                .parse()
+                .map_err(|_| ServiceError::Internal("invalid device address".into()))?;
+            let old_key: PublicKey = device
+                .public_key
+                .parse()
+                .map_err(|_| ServiceError::Internal("invalid device key".into()))?;
+
+            let keys = KeyPair::generate();
+            let psk = self.settings.preshared_keys.then(PresharedKey::generate);
+            db::devices::replace_key(
+                &mut tx,
+                device.id,
+                &keys.public.to_base64(),
+                psk.as_ref().map(PresharedKey::to_base64).as_deref(),
+            )
+            .await?;
+            outbox::peer_remove(&mut tx, &region, &node_name, old_key).await?;
+            let peer = render::peer_spec(keys.public, psk.clone(), address);
+            outbox::peer_upsert(&mut tx, &region, &node_name, peer).await?;
+            let config = render::client_config(&node, &keys.private, psk.as_ref(), address)?;
+            let view = self.device_in(&mut tx, device.id).await?;
+            tx.commit().await?;
+            tracing::info!(telegram_id, device_id, "device re-issued");
+            Ok(GrantedDevice {
+                device: view,
+                config,
+            })
+        })
+        .await
+    }
+
+    async fn device_in(
+        &self,
+        conn: &mut PgConnection,
+        id: i64,
+    ) -> Result<DeviceView, ServiceError> {
+        let row = db::devices::get(conn, id).await?.ok_or_else(|| {
+            ServiceError::Internal("device vanished inside its transaction".into())
+        })?;
+        convert::device(&row)
+    }
+}
+
+/// Revokes a device whose user the caller has locked: marks it revoked and writes the
+/// `PeerRemove` with the node's next revision.
+pub(crate) async fn revoke_locked(
+    conn: &mut PgConnection,
+    device_id: i64,
+    node: &str,
+    public_key: &str,
+    reason: &str,
+) -> Result<(), ServiceError> {
+    let node_row = db::nodes::lock(conn, node)
+        .await?
+        .ok_or_else(|| ServiceError::Internal("device on a missing node".into()))?;
+    let (region, node_name) = parse_node(&node_row)?;
+    let key: PublicKey = public_key
+        .parse()
+        .map_err(|_| ServiceError::Internal("invalid device key".into()))?;
+    db::devices::revoke(conn, device_id, reason).await?;
+    outbox::peer_remove(conn, &region, &node_name, key).await?;
+    Ok(())
+}
+
+/// Revokes every active device of a locked user (ban, expiry); returns how many.
+pub(crate) async fn revoke_all_locked(
+    conn: &mut PgConnection,
+    user_id: i64,
+    reason: &str,
+) -> Result<u32, ServiceError> {
+    // Ordered by node, so concurrent multi-node revocations lock nodes in the same order.
+    let devices = db::devices::active_keys_of_user(conn, user_id).await?;
+    for (id, node, key) in &devices {
+        revoke_locked(conn, *id, node, key, reason).await?;
+    }
+    Ok(u32::try_from(devices.len()).unwrap_or(u32::MAX))
+}
