@@ -76,8 +76,8 @@ pub struct NodeAgent {
     pending_reconcile: Option<ReconcileTrigger>,
     next_periodic: Instant,
     /// The kind of the failure being retried, so it is logged once, not per attempt.
-    pub(crate) failure: Option<&'static str>,
-    pub(crate) backoff: Backoff,
+    failure: Option<&'static str>,
+    backoff: Backoff,
 }
 
 impl NodeAgent {
@@ -363,6 +363,31 @@ impl NodeAgent {
             self.metrics.wireguard_errors.inc();
         }
         Ok(result?)
+    }
+
+    /// Records a failed session: logs it if its kind changed, shows it on `/healthz`, and owes a
+    /// reconcile if the interface failed (it may have been recreated empty). Returns the delay
+    /// before the next attempt.
+    pub(crate) fn note_failure(&mut self, error: &SessionError) -> Duration {
+        let kind = error.kind();
+        match error {
+            SessionError::Redis(_) => {
+                self.metrics.redis_errors.inc();
+            }
+            SessionError::WireGuard(_) => {
+                self.pending_reconcile
+                    .get_or_insert(ReconcileTrigger::Startup);
+            }
+            SessionError::SnapshotMissing(_) | SessionError::BadSnapshot(_) => {}
+        }
+        if self.failure != Some(kind) {
+            tracing::warn!(%error, "{kind}; retrying with backoff, the interface stays as it is");
+            self.failure = Some(kind);
+        } else {
+            tracing::debug!(%error, "still failing");
+        }
+        lock(&self.status).problem = Some(format!("{kind}: {error}"));
+        self.backoff.next_delay()
     }
 
     fn set_applied(&mut self, revision: u64) {

@@ -39,7 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::agent::NodeAgent;
-use crate::metrics::{Metrics, SharedStatus, Status, lock};
+use crate::metrics::{Metrics, SharedStatus, Status};
 use crate::report::Reporter;
 use crate::wireguard::control::ControlWireGuard;
 use crate::wireguard::{WgError, WireGuard};
@@ -138,18 +138,7 @@ async fn agent_loop(agent: &mut NodeAgent, mut stop: watch::Receiver<bool>) {
         let Err(error) = agent.session(&mut stop).await else {
             break;
         };
-        if matches!(error, agent::SessionError::Redis(_)) {
-            agent.metrics.redis_errors.inc();
-        }
-        let kind = error.kind();
-        if agent.failure != Some(kind) {
-            tracing::warn!(%error, "{kind}; retrying with backoff, the interface stays as it is");
-            agent.failure = Some(kind);
-        } else {
-            tracing::debug!(%error, "still failing");
-        }
-        lock(&agent.status).problem = Some(format!("{kind}: {error}"));
-        let delay = agent.backoff.next_delay();
+        let delay = agent.note_failure(&error);
         tokio::select! {
             _ = stop.changed() => break,
             () = tokio::time::sleep(delay) => {}

@@ -318,8 +318,9 @@ impl DumpPeer {
     }
 }
 
-impl Drop for WgInterface {
-    fn drop(&mut self) {
+impl WgInterface {
+    /// Stops `wireguard-go` (the interface disappears, as if the node lost it). Idempotent.
+    pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -340,6 +341,12 @@ impl Drop for WgInterface {
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(self.socket_path());
+    }
+}
+
+impl Drop for WgInterface {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
