@@ -1,0 +1,153 @@
+//! The relay's Redis writes, each one atomic Lua script: publish a desired-state change (snapshot
+//! hash + revision + stream entry), publish a control event, replace a node's whole snapshot.
+//!
+//! The change script refuses to run without the region's epoch marker (Redis lost its data: the
+//! caller republishes first) or without the node's revision key (the node was never published),
+//! skips a revision the snapshot already holds (a re-run after a crash between Redis and
+//! PostgreSQL publishes nothing twice), and refuses a revision gap.
+
+use pvpn_common::wire::EVENT_FIELD;
+use redis::Script;
+use redis::aio::MultiplexedConnection;
+
+/// What the change script reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    Published,
+    /// The snapshot is already at or past this revision: nothing written.
+    AlreadyPublished,
+    /// The region's epoch marker is missing: republish the region first.
+    EpochMissing,
+    /// The node's revision key is missing: publish the node's snapshot first.
+    SnapshotMissing,
+    /// The snapshot is behind by more than one revision: republish the node.
+    Gap,
+}
+
+// KEYS: epoch, node peers hash, node revision, events stream.
+// ARGV: revision, op (upsert|remove), public key, peer JSON (or ""), event JSON, maxlen, field.
+const CHANGE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local current = redis.call('GET', KEYS[3])
+if not current then return -2 end
+current = tonumber(current)
+local revision = tonumber(ARGV[1])
+if revision <= current then return 0 end
+if revision ~= current + 1 then return -3 end
+if ARGV[2] == 'upsert' then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+else
+  redis.call('HDEL', KEYS[2], ARGV[3])
+end
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', ARGV[7], ARGV[5])
+return 1
+";
+
+// KEYS: node peers hash, node revision. ARGV: revision, then public key / peer JSON pairs.
+const SNAPSHOT: &str = r"
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+";
+
+/// The loaded scripts (EVALSHA, falling back to EVAL after a Redis restart).
+pub struct Scripts {
+    change: Script,
+    snapshot: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self {
+            change: Script::new(CHANGE),
+            snapshot: Script::new(SNAPSHOT),
+        }
+    }
+}
+
+/// One desired-state change, ready to publish.
+pub struct Change<'a> {
+    pub epoch_key: &'a str,
+    pub peers_key: &'a str,
+    pub revision_key: &'a str,
+    pub events_key: &'a str,
+    pub revision: u64,
+    pub upsert: bool,
+    pub public_key: &'a str,
+    pub peer_json: &'a str,
+    pub event_json: &'a str,
+    pub maxlen: u64,
+}
+
+impl Scripts {
+    pub async fn publish_change(
+        &self,
+        conn: &mut MultiplexedConnection,
+        c: &Change<'_>,
+    ) -> redis::RedisResult<ChangeOutcome> {
+        let code: i64 = self
+            .change
+            .key(c.epoch_key)
+            .key(c.peers_key)
+            .key(c.revision_key)
+            .key(c.events_key)
+            .arg(c.revision)
+            .arg(if c.upsert { "upsert" } else { "remove" })
+            .arg(c.public_key)
+            .arg(c.peer_json)
+            .arg(c.event_json)
+            .arg(c.maxlen)
+            .arg(EVENT_FIELD)
+            .invoke_async(conn)
+            .await?;
+        Ok(match code {
+            1 => ChangeOutcome::Published,
+            0 => ChangeOutcome::AlreadyPublished,
+            -1 => ChangeOutcome::EpochMissing,
+            -2 => ChangeOutcome::SnapshotMissing,
+            _ => ChangeOutcome::Gap,
+        })
+    }
+
+    /// Replaces a node's snapshot hash and sets its revision, atomically.
+    pub async fn write_snapshot(
+        &self,
+        conn: &mut MultiplexedConnection,
+        peers_key: &str,
+        revision_key: &str,
+        revision: u64,
+        peers: &[(String, String)],
+    ) -> redis::RedisResult<()> {
+        let mut call = self.snapshot.prepare_invoke();
+        call.key(peers_key).key(revision_key).arg(revision);
+        for (key, json) in peers {
+            call.arg(key).arg(json);
+        }
+        let _: i64 = call.invoke_async(conn).await?;
+        Ok(())
+    }
+}
+
+/// Appends a control event (no revision, no snapshot change) to a region's stream.
+pub async fn publish_control(
+    conn: &mut MultiplexedConnection,
+    events_key: &str,
+    event_json: &str,
+    maxlen: u64,
+) -> redis::RedisResult<()> {
+    let _: String = redis::cmd("XADD")
+        .arg(events_key)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(maxlen)
+        .arg("*")
+        .arg(EVENT_FIELD)
+        .arg(event_json)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
