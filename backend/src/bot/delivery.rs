@@ -1,0 +1,96 @@
+//! Sending things to users: a fresh config (document + QR code + instructions), "screens" that
+//! replace the message a button was pressed on, and the periodic expiry notices.
+
+use std::time::Duration;
+
+use teloxide::ApiError;
+use teloxide::prelude::*;
+use teloxide::types::{InlineKeyboardMarkup, InputFile, MessageId};
+
+use super::config_file::{config_file_name, qr_png};
+use super::texts::Texts;
+use super::{HandlerResult, TgBot, keyboards};
+use crate::service::{GrantedDevice, Service};
+
+/// Sends a just granted or re-issued config: the `.conf` document, the same text as a QR code,
+/// and how to import it. The config exists only in this function's memory and the uploads.
+pub(super) async fn send_config(
+    bot: &TgBot,
+    chat: ChatId,
+    t: Texts,
+    granted: GrantedDevice,
+) -> HandlerResult {
+    let GrantedDevice { device, config } = granted;
+    let text = config.expose();
+    let file = InputFile::memory(text.as_bytes().to_vec())
+        .file_name(config_file_name(&device.region, &device.name));
+    bot.send_document(chat, file)
+        .caption(t.config_caption(&device))
+        .await?;
+    match qr_png(text) {
+        Ok(png) => {
+            bot.send_photo(chat, InputFile::memory(png).file_name("wireguard-qr.png"))
+                .caption(t.qr_caption())
+                .await?;
+        }
+        Err(e) => {
+            tracing::warn!(device_id = device.id, error = %e, "no QR code for a config");
+            bot.send_message(chat, t.qr_failed()).await?;
+        }
+    }
+    bot.send_message(chat, t.instructions())
+        .reply_markup(keyboards::main_menu(t))
+        .await?;
+    Ok(())
+}
+
+/// Shows `text` with `keyboard` in place of the message a button was pressed on (`at`), or as a
+/// new message when that one cannot be edited (too old, or not available in the update).
+pub(super) async fn show(
+    bot: &TgBot,
+    chat: ChatId,
+    at: Option<MessageId>,
+    text: String,
+    keyboard: InlineKeyboardMarkup,
+) -> HandlerResult {
+    if let Some(message_id) = at {
+        match bot
+            .edit_message_text(chat, message_id, text.clone())
+            .reply_markup(keyboard.clone())
+            .await
+        {
+            Ok(_) => return Ok(()),
+            // Pressing the same button twice: the screen is already right.
+            Err(teloxide::RequestError::Api(ApiError::MessageNotModified)) => return Ok(()),
+            Err(e) => tracing::debug!(error = %e, "cannot edit, sending a new message"),
+        }
+    }
+    bot.send_message(chat, text).reply_markup(keyboard).await?;
+    Ok(())
+}
+
+/// Forever: every `interval`, tells users whose access the expiry scheduler revoked. A notice is
+/// taken from the database once; if sending fails it is logged, not retried.
+pub(super) async fn expiry_notices(bot: TgBot, service: Service, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let notices = match service.take_expiry_notices().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read expiry notices now");
+                continue;
+            }
+        };
+        for notice in notices {
+            let t = Texts::new(notice.language);
+            if let Err(e) = bot
+                .send_message(ChatId(notice.telegram_id), t.expired_notice())
+                .await
+            {
+                tracing::warn!(telegram_id = notice.telegram_id, error = %e, "expiry notice not delivered");
+            }
+        }
+    }
+}

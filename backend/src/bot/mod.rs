@@ -1,0 +1,198 @@
+//! The Telegram bot: how users and admins reach the service layer.
+//!
+//! [`run`] starts it: a teloxide `Bot` pointed at `TELEGRAM_API_URL`, wrapped in the `Throttle`
+//! adaptor so Telegram's rate limits queue messages instead of failing them, `deleteWebhook`,
+//! then long polling until the shutdown future resolves. Everything the handlers need arrives as
+//! dptree dependencies ([`BotContext`], the dialogue storage); there are no globals.
+//!
+//! # Layout
+//!
+//! - [`schema`]: the handler tree (which update goes to which endpoint).
+//! - `user`, `device_flow`, `buttons`, `admin`: the endpoints, thin: parse, call the service,
+//!   answer with a text.
+//! - [`texts`]: every text the bot sends, in English and Russian.
+//! - [`keyboards`], [`callback`]: inline keyboards and their strictly parsed payloads.
+//! - [`commands`]: slash-command parsing.
+//! - [`rate_limit`]: the per-user limit on actions that create things.
+//! - [`config_file`]: the `.conf` file name and the QR code image.
+//!
+//! The bot never logs a config or a private key: they exist only inside the
+//! [`GrantedDevice`](crate::service::GrantedDevice) on its way into the upload.
+
+mod admin;
+mod buttons;
+pub mod callback;
+pub mod commands;
+pub mod config_file;
+mod delivery;
+mod device_flow;
+pub mod keyboards;
+pub mod rate_limit;
+pub mod schema;
+pub mod texts;
+mod user;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pvpn_common::RegionCode;
+use teloxide::adaptors::Throttle;
+use teloxide::adaptors::throttle::Limits;
+use teloxide::dispatching::dialogue::{InMemStorage, InMemStorageError};
+use teloxide::prelude::*;
+use teloxide::types::BotCommand;
+use teloxide::update_listeners::Polling;
+
+use crate::service::Service;
+use rate_limit::{RateLimit, RateLimiter};
+
+/// The bot as handlers use it: every request goes through the throttling queue.
+pub type TgBot = Throttle<Bot>;
+
+/// Where a user is in a conversation. Only the device-name question needs memory; everything
+/// else is carried by button payloads, so a restart loses nothing that matters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum State {
+    #[default]
+    Idle,
+    /// The user picked a region and the next text message is the device's name.
+    AwaitingDeviceName { region: RegionCode },
+}
+
+pub type ChatDialogue = Dialogue<State, InMemStorage<State>>;
+
+/// What can fail in a handler after the service answered: talking to Telegram, or the dialogue
+/// storage. Service errors never get here: handlers turn them into messages.
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error("Telegram request failed: {0}")]
+    Telegram(#[from] teloxide::RequestError),
+    #[error("dialogue storage: {0}")]
+    Dialogue(#[from] InMemStorageError),
+}
+
+pub type HandlerResult = Result<(), BotError>;
+
+/// The bot's settings, from [`crate::config::Config`] (`TELEGRAM_BOT_TOKEN`,
+/// `TELEGRAM_API_URL`). Admins and registration mode live in the service settings.
+#[derive(Clone)]
+pub struct BotSettings {
+    pub token: String,
+    /// A Bot API server other than api.telegram.org (self-hosted, or a test server).
+    pub api_url: Option<url::Url>,
+    pub rate_limit: RateLimit,
+    /// Telegram's limits by default; tests may loosen them.
+    pub throttle: Limits,
+    /// How often to look for users whose access expired, to tell them.
+    pub expiry_notice_interval: Duration,
+}
+
+impl BotSettings {
+    pub fn new(token: String, api_url: Option<url::Url>) -> Self {
+        Self {
+            token,
+            api_url,
+            rate_limit: RateLimit::default(),
+            throttle: Limits::default(),
+            expiry_notice_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl std::fmt::Debug for BotSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BotSettings")
+            .field("token", &"[redacted]")
+            .field("api_url", &self.api_url.as_ref().map(url::Url::as_str))
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared by every handler (a dptree dependency).
+pub struct BotContext {
+    pub service: Service,
+    pub limiter: RateLimiter,
+}
+
+/// Runs the bot until `shutdown` resolves. Returns an error only if it cannot start at all; a
+/// Telegram or database outage while running is logged and retried.
+pub async fn run(
+    settings: BotSettings,
+    service: Service,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let mut raw = Bot::new(settings.token.clone());
+    if let Some(url) = settings.api_url.clone() {
+        raw = raw.set_api_url(url);
+    }
+    let bot = raw.throttle(settings.throttle);
+    let context = Arc::new(BotContext {
+        service: service.clone(),
+        limiter: RateLimiter::new(settings.rate_limit),
+    });
+
+    tokio::pin!(shutdown);
+    // Until Telegram answers, nothing else can work: wait for it (or for shutdown).
+    tokio::select! {
+        () = prepare(&bot) => {}
+        () = &mut shutdown => return Ok(()),
+    }
+
+    let listener = Polling::builder(bot.clone())
+        .timeout(Duration::from_secs(10))
+        .build();
+    let mut dispatcher = Dispatcher::builder(bot.clone(), schema::schema())
+        .dependencies(dptree::deps![context, InMemStorage::<State>::new()])
+        .default_handler(|update| async move {
+            tracing::debug!(update_id = update.id.0, "update with no handler");
+        })
+        .error_handler(LoggingErrorHandler::with_custom_text("bot handler failed"))
+        .build();
+    let token = dispatcher.shutdown_token();
+    let notices = delivery::expiry_notices(bot, service, settings.expiry_notice_interval);
+    let dispatch = dispatcher.try_dispatch_with_listener(
+        listener,
+        LoggingErrorHandler::with_custom_text("getting updates failed"),
+    );
+    tokio::pin!(dispatch);
+    tracing::info!("bot polling for updates");
+    tokio::select! {
+        result = &mut dispatch => result?,
+        () = notices => {}
+        () = &mut shutdown => {
+            // The dispatcher stops taking updates and finishes the ones in flight. If it was not
+            // running yet (still in getMe), dropping the future is the whole shutdown.
+            if token.shutdown().is_ok() {
+                dispatch.await?;
+            }
+        }
+    }
+    tracing::info!("bot stopped");
+    Ok(())
+}
+
+/// `deleteWebhook` (updates come by long polling) and the command list, retried with backoff
+/// until the Bot API answers.
+async fn prepare(bot: &TgBot) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match bot.delete_webhook().await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "deleteWebhook failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    let commands = [
+        BotCommand::new("start", "Menu / Меню"),
+        BotCommand::new("help", "Help / Помощь"),
+        BotCommand::new("language", "Language / Язык"),
+    ];
+    if let Err(e) = bot.set_my_commands(commands).await {
+        tracing::warn!(error = %e, "setMyCommands failed; the command list stays as it was");
+    }
+}
