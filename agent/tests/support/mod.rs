@@ -335,7 +335,7 @@ impl Drop for RunningAgent {
     }
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n").as_bytes())
