@@ -2,18 +2,28 @@
 //!
 //! # Layout
 //!
+//! - [`app`]: the `pvpn-backend` process: every task under one shutdown signal.
 //! - [`bot`]: the Telegram bot (handler tree, texts in English and Russian, keyboards).
 //! - [`service`]: the business rules (register, grant, revoke, ban, ...). The bot and `pvpnctl`
 //!   call only this.
+//! - [`config`]: the one configuration struct (TOML file + environment).
 //! - [`db`]: the PostgreSQL schema (migrations embedded from `migrations/`) and queries.
 //! - [`outbox`]: writing desired-state changes to the outbox in the caller's transaction.
 //! - [`relay`]: publishes outbox rows to Redis (snapshot + revision + stream, atomically), epoch.
+//! - [`feedback`]: agents' heartbeats and stats from Redis into PostgreSQL.
+//! - [`scheduler`]: revokes expired access on a timer.
+//! - [`http`]: `/healthz` and `/metrics`.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`backoff`]: capped, jittered retry delays for the background loops.
+pub mod app;
 pub mod backoff;
 pub mod bot;
+pub mod config;
 pub mod db;
+pub mod feedback;
+pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod relay;
+pub mod scheduler;
 pub mod service;

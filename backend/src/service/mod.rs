@@ -46,6 +46,7 @@ mod admin;
 mod convert;
 mod devices;
 pub mod error;
+mod expiry;
 pub mod infra;
 mod regions;
 mod render;

@@ -1,0 +1,56 @@
+//! Access expiry: revoking the devices of users whose `access_expires_at` has passed, and
+//! remembering to tell them ([`Service::take_expiry_notices`]).
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::devices::revoke_all_locked;
+use super::error::retry;
+use super::{Actor, Service, ServiceError};
+use crate::db;
+
+/// Users handled per call; the scheduler calls again on its next tick.
+const BATCH: i64 = 100;
+
+impl Service {
+    /// Revokes every device of every user whose access has expired, marks them to be told, and
+    /// returns how many devices were revoked. Called by [`crate::scheduler`].
+    pub async fn expire_due_access(&self) -> Result<u32, ServiceError> {
+        let due = {
+            let mut conn = self.pool.acquire().await?;
+            db::users::expired_with_devices(&mut conn, BATCH).await?
+        };
+        let mut revoked_total = 0;
+        for telegram_id in due {
+            revoked_total += retry(|| self.expire_user(telegram_id)).await?;
+        }
+        if revoked_total > 0 {
+            self.metrics.expired.inc_by(u64::from(revoked_total));
+        }
+        Ok(revoked_total)
+    }
+
+    async fn expire_user(&self, telegram_id: i64) -> Result<u32, ServiceError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(user) = db::users::lock_by_telegram_id(&mut tx, telegram_id).await? else {
+            return Ok(0);
+        };
+        // Re-checked under the lock: an admin may have extended access meanwhile.
+        if user.access_expires_at.is_none_or(|at| at > Utc::now()) {
+            return Ok(0);
+        }
+        let revoked = revoke_all_locked(&mut tx, user.id, "expired").await?;
+        db::users::mark_expiry_notice_due(&mut tx, user.id).await?;
+        db::audit::insert(
+            &mut tx,
+            &Actor::System("expiry").to_string(),
+            "user.expire",
+            Some(&telegram_id.to_string()),
+            &json!({ "revoked_devices": revoked }),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(telegram_id, revoked, "access expired: devices revoked");
+        Ok(revoked)
+    }
+}
