@@ -288,3 +288,80 @@ impl Drop for BotEnv {
 pub fn user(id: i64, lang: &str) -> TgUser {
     TgUser::new(id, "Ann", Some(&format!("user{id}")), Some(lang))
 }
+
+/// What the bot sends for a new or re-issued device.
+pub struct Delivered {
+    pub document: BotMessage,
+    pub photo: BotMessage,
+    pub instructions: BotMessage,
+}
+
+impl Delivered {
+    pub fn config_text(&self) -> String {
+        let file = self.document.document().expect("a document");
+        String::from_utf8(file.bytes.clone()).expect("UTF-8 config")
+    }
+}
+
+impl BotEnv {
+    /// The three messages that deliver a config.
+    pub async fn delivered(&self, user: &TgUser) -> Delivered {
+        let document = self
+            .api
+            .next_message(user.id, WAIT)
+            .await
+            .expect("document");
+        assert!(
+            document.document().is_some(),
+            "expected the .conf: {document:?}"
+        );
+        let photo = self.api.next_message(user.id, WAIT).await.expect("QR");
+        assert!(photo.photo().is_some(), "expected the QR code: {photo:?}");
+        let instructions = self
+            .api
+            .next_message(user.id, WAIT)
+            .await
+            .expect("instructions");
+        Delivered {
+            document,
+            photo,
+            instructions,
+        }
+    }
+
+    /// A registered user adds a device through the menu (`name: None` presses "Skip").
+    pub async fn new_device(&self, user: &TgUser, name: Option<&str>) -> Delivered {
+        let menu = self.say(user, "/menu").await;
+        let regions = self.press_edit(user, &menu, "new").await;
+        let region = regions.button_data(REGION_NAME).expect("region button");
+        let ask = self.press_edit(user, &regions, &region).await;
+        match name {
+            Some(name) => {
+                self.api.send_text(user, name).expect("name");
+            }
+            None => {
+                let skip = ask.button_data("Skip").expect("Skip button");
+                self.api.press_button(user, &ask, &skip).expect("press");
+            }
+        }
+        self.delivered(user).await
+    }
+
+    /// Presses a button and returns the alert the bot answered with (no message may change).
+    pub async fn press_alert(&self, user: &TgUser, message: &BotMessage, data: &str) -> String {
+        let id = self.api.press_button(user, message, data).expect("press");
+        let answer = self.api.callback_answer(&id, WAIT).await.expect("answered");
+        assert!(answer.show_alert, "pressing {data}: {answer:?}");
+        answer.text.unwrap_or_default()
+    }
+
+    /// Sets a user's device limit directly in the database (test setup).
+    pub async fn set_device_limit(&self, telegram_id: i64, limit: i32) {
+        sqlx::query("UPDATE users SET device_limit = $2 WHERE telegram_id = $1")
+            .bind(telegram_id)
+            .bind(limit)
+            .execute(&self.pool)
+            .await
+            .expect("set limit");
+    }
+}
