@@ -2,6 +2,9 @@
 //! it, and regions and nodes declared the way an operator would.
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod redis_side;
+
 use pvpn_backend::db;
 use pvpn_backend::service::{Actor, NodeDeclaration, Service, ServiceSettings};
 use pvpn_common::keys::KeyPair;
