@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`binaries`]: finds the built programs.
+//! - [`live`]: `pvpn-demo` with a real bot token: one local node, live on Telegram.
 //! - [`process`]: a child process with a log file, stopped by its pid when dropped.
 //! - [`site`]: one region's node and client network ([`site::VpnSite`]).
 //! - [`stack`]: the services and processes of a running PVPN ([`stack::Stack`]).
@@ -14,6 +15,7 @@
 //! - [`tunnel`]: a received config brought up in a client namespace, and ping.
 
 pub mod binaries;
+pub mod live;
 pub mod process;
 pub mod site;
 pub mod stack;
