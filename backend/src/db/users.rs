@@ -39,32 +39,43 @@ pub async fn by_telegram_id(
 
 /// Locks the user's row until the transaction ends: every change of a user's devices takes this
 /// lock first, so device-limit checks cannot race.
+///
+/// The lock and the read are two statements on purpose: under READ COMMITTED, a `SELECT ... FOR
+/// UPDATE` that waited for the lock re-reads the locked row but evaluates sub-queries (the
+/// device count) in its old snapshot; a fresh statement after the lock sees every commit before.
 pub async fn lock_by_telegram_id(
     conn: &mut PgConnection,
     telegram_id: i64,
 ) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(concat!(
-        select_user!(),
-        "WHERE u.telegram_id = $1 FOR UPDATE OF u"
-    ))
-    .bind(telegram_id)
-    .fetch_optional(conn)
-    .await
+    let locked: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM users WHERE telegram_id = $1 FOR UPDATE")
+            .bind(telegram_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match locked {
+        Some(_) => by_telegram_id(conn, telegram_id).await,
+        None => Ok(None),
+    }
 }
 
-/// Case-insensitive `@username` lookup. Usernames are not unique in our table (Telegram names
-/// move between accounts); the most recently updated holder wins.
+/// Case-insensitive `@username` lookup, locked like [`lock_by_telegram_id`]. Usernames are not
+/// unique in our table (Telegram names move between accounts); the most recently updated holder
+/// wins.
 pub async fn lock_by_username(
     conn: &mut PgConnection,
     username: &str,
 ) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(concat!(
-        select_user!(),
-        "WHERE lower(u.username) = lower($1) ORDER BY u.updated_at DESC LIMIT 1 FOR UPDATE OF u"
-    ))
+    let locked: Option<i64> = sqlx::query_scalar(
+        "SELECT telegram_id FROM users WHERE lower(username) = lower($1)
+         ORDER BY updated_at DESC LIMIT 1 FOR UPDATE",
+    )
     .bind(username)
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(&mut *conn)
+    .await?;
+    match locked {
+        Some(telegram_id) => by_telegram_id(conn, telegram_id).await,
+        None => Ok(None),
+    }
 }
 
 pub async fn list(conn: &mut PgConnection) -> sqlx::Result<Vec<UserRow>> {
