@@ -16,6 +16,9 @@ use super::user::{language_of, telegram_id};
 use super::{BotContext, ChatDialogue, HandlerResult, State, TgBot, keyboards};
 use crate::service::ServiceError;
 
+/// Telegram's limit on a message text, in characters.
+const MAX_TEXT: usize = 4096;
+
 /// Where the pressed button is: the chat, and the message if it can still be edited.
 struct Place {
     chat: ChatId,
@@ -174,8 +177,14 @@ async fn list_devices(
     let now = chrono::Utc::now();
     let mut text = t.devices_header(devices.len(), user.device_limit);
     for device in &devices {
+        let line = t.device_line(device, now);
+        // Telegram refuses texts over 4096 characters; the buttons still list every device.
+        if text.chars().count() + line.chars().count() + 4 > MAX_TEXT {
+            text.push_str("\n\n…");
+            break;
+        }
         text.push_str("\n\n");
-        text.push_str(&t.device_line(device, now));
+        text.push_str(&line);
     }
     show(bot, chat, at, text, keyboards::devices(t, &devices)).await
 }

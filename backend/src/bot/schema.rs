@@ -1,7 +1,8 @@
 //! The handler tree: which endpoint answers which update.
 //!
 //! ```text
-//! message ─┬─ /command we know ─────────────── commands (admin ones: admins only, else "unknown")
+//! message (private chats only)
+//!          ┬─ /command we know ─────────────── commands (admin ones: admins only, else "unknown")
 //!          ├─ other /command ───────────────── unknown
 //!          ├─ text while a device name is due ─ device_flow::receive_name
 //!          └─ anything else ─────────────────── unknown (menu, never silence)
@@ -21,7 +22,9 @@ use super::{BotContext, BotError, ChatDialogue, State, TgBot, admin, buttons, de
 pub type BotHandler = Handler<'static, Result<(), BotError>, DpHandlerDescription>;
 
 pub fn schema() -> BotHandler {
+    // The bot serves people one to one; in a group it would answer everyone's chatter.
     let messages = Update::filter_message()
+        .filter(|msg: Message| msg.chat.is_private())
         .enter_dialogue::<Message, InMemStorage<State>, State>()
         .branch(dptree::filter_map(parse_command).endpoint(on_command))
         .branch(dptree::filter(is_slash).endpoint(user::unknown))

@@ -49,6 +49,7 @@ pub struct Options {
     /// long conversations stay fast. The adaptor is in the path either way.
     pub telegram_throttle: bool,
     pub node_capacity: u32,
+    pub expiry_notice_interval: Duration,
 }
 
 impl Default for Options {
@@ -59,6 +60,7 @@ impl Default for Options {
             rate_limit: RateLimit::default(),
             telegram_throttle: false,
             node_capacity: 50,
+            expiry_notice_interval: Duration::from_secs(60),
         }
     }
 }
@@ -161,6 +163,7 @@ impl BotEnv {
             Some(api.url().parse().expect("api url")),
         );
         settings.rate_limit = options.rate_limit;
+        settings.expiry_notice_interval = options.expiry_notice_interval;
         if !options.telegram_throttle {
             settings.throttle = Limits {
                 messages_per_sec_chat: 100,
