@@ -1,0 +1,234 @@
+//! Agents' feedback into PostgreSQL through a real Redis: heartbeats update their node, stats
+//! accumulate traffic across counter resets and re-deliveries, bad entries are dropped without
+//! stopping the consumer, and a node whose heartbeats stopped shows as down.
+
+mod support;
+
+use std::time::Duration;
+
+use pvpn_common::keys::KeyPair;
+use pvpn_common::redis_keys::{BACKEND_FEEDBACK_GROUP, RegionKeys};
+use pvpn_common::wire::{
+    EVENT_FIELD, Feedback, Heartbeat, PeerStats, ReconcileReport, ReconcileTrigger,
+};
+use pvpn_common::{PublicKey, RegionCode};
+use pvpn_testkit::redis_server::RedisServer;
+use support::redis_side::*;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn send(conn: &mut redis::aio::MultiplexedConnection, region: &str, payload: &str) {
+    let key = RegionKeys::new(&RegionCode::new(region).unwrap()).feedback();
+    let _: String = redis::cmd("XADD")
+        .arg(key)
+        .arg("*")
+        .arg(EVENT_FIELD)
+        .arg(payload)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+fn stats(key: PublicKey, rx: u64, tx: u64, handshake: Option<i64>) -> String {
+    Feedback::Stats {
+        node: node_name("nl-1"),
+        sent_at: 1,
+        peers: vec![PeerStats {
+            public_key: key,
+            last_handshake: handshake,
+            rx_bytes: rx,
+            tx_bytes: tx,
+        }],
+    }
+    .encode()
+}
+
+async fn traffic(env: &Env, telegram_id: i64) -> (u64, u64) {
+    let device = &env.service.list_devices(telegram_id).await.unwrap()[0];
+    (device.rx_bytes, device.tx_bytes)
+}
+
+async fn pending(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let key = RegionKeys::new(&RegionCode::new("nl").unwrap()).feedback();
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(BACKEND_FEEDBACK_GROUP)
+        .query_async(conn)
+        .await
+        .unwrap();
+    match summary {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("unexpected XPENDING reply {other:?}"),
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_and_stats_are_stored() {
+    let env = env().await;
+    let redis = RedisServer::start().unwrap();
+    seed_region(&env.service, "nl", &[("nl-1", "198.18.0.0/24", 10)]).await;
+    user(&env.service, 1).await;
+    let device = env
+        .service
+        .grant_device(1, "nl", None)
+        .await
+        .unwrap()
+        .device;
+    let key: PublicKey = device.public_key.parse().unwrap();
+    let consumer = start_feedback(&env.pool, &redis.url());
+    let mut conn = connect(&redis.url()).await;
+
+    assert!(
+        !env.service.node_statuses(None).await.unwrap()[0].up,
+        "never heard from: down"
+    );
+    let heartbeat = Feedback::Heartbeat(Heartbeat {
+        node: node_name("nl-1"),
+        agent_version: "0.1.0".into(),
+        sent_at: chrono::Utc::now().timestamp(),
+        applied_revision: 1,
+        peer_count: 1,
+        last_reconcile: Some(ReconcileReport {
+            trigger: ReconcileTrigger::Requested,
+            request_id: Some("r-1".into()),
+            finished_at: 5,
+            snapshot_revision: 1,
+            added: 1,
+            removed: 2,
+            updated: 0,
+        }),
+    });
+    // Wait for the consumer's group, then feed: bad entries first, a good one after them.
+    wait_for("the feedback group", LIMIT, || async {
+        let key = RegionKeys::new(&RegionCode::new("nl").unwrap()).feedback();
+        let groups: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(key)
+            .query_async(&mut connect(&redis.url()).await)
+            .await;
+        groups.is_ok_and(|v| matches!(v, redis::Value::Array(g) if !g.is_empty()))
+    })
+    .await;
+    send(&mut conn, "nl", "not json").await;
+    send(&mut conn, "nl", r#"{"v":9,"type":"heartbeat"}"#).await;
+    let key_name = RegionKeys::new(&RegionCode::new("nl").unwrap()).feedback();
+    let _: String = redis::cmd("XADD")
+        .arg(&key_name)
+        .arg("*")
+        .arg("other")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stranger = Feedback::Stats {
+        node: node_name("xx-9"),
+        sent_at: 1,
+        peers: vec![],
+    }
+    .encode();
+    send(&mut conn, "nl", &stranger).await;
+    send(&mut conn, "nl", &stats(key, u64::MAX, 1, None)).await;
+    send(&mut conn, "nl", &heartbeat.encode()).await;
+
+    wait_for("the heartbeat", LIMIT, || async {
+        env.service.node_statuses(None).await.unwrap()[0].up
+    })
+    .await;
+    let node = &env.service.node_statuses(None).await.unwrap()[0];
+    assert_eq!(node.applied_revision, 1);
+    assert_eq!(node.peer_count, Some(1));
+    assert_eq!(node.agent_version.as_deref(), Some("0.1.0"));
+    let drift = node.last_reconcile.as_ref().expect("drift stored");
+    assert_eq!(drift["removed"], 2);
+    assert_eq!(drift["request_id"], "r-1");
+    wait_for("every entry acknowledged", LIMIT, || async {
+        pending(&mut connect(&redis.url()).await).await == 0
+    })
+    .await;
+    assert_eq!(
+        traffic(&env, 1).await,
+        (0, 0),
+        "out-of-range counters were dropped"
+    );
+
+    // Counters: grow, re-delivered, reset to a smaller value, grow again.
+    let handshake = chrono::Utc::now().timestamp() - 30;
+    send(&mut conn, "nl", &stats(key, 100, 1000, Some(handshake))).await;
+    wait_for("first stats", LIMIT, || async {
+        traffic(&env, 1).await == (100, 1000)
+    })
+    .await;
+    send(&mut conn, "nl", &stats(key, 150, 1500, Some(handshake))).await;
+    send(&mut conn, "nl", &stats(key, 150, 1500, Some(handshake))).await;
+    wait_for("second stats", LIMIT, || async {
+        traffic(&env, 1).await == (150, 1500)
+    })
+    .await;
+    send(&mut conn, "nl", &stats(key, 30, 200, Some(handshake + 10))).await;
+    send(&mut conn, "nl", &stats(key, 50, 260, None)).await;
+    wait_for("stats after the reset", LIMIT, || async {
+        traffic(&env, 1).await == (200, 1760)
+    })
+    .await;
+    let device = &env.service.list_devices(1).await.unwrap()[0];
+    assert_eq!(
+        device.last_handshake_at.map(|t| t.timestamp()),
+        Some(handshake + 10)
+    );
+    // Stats for a key the node does not hold change nothing.
+    send(
+        &mut conn,
+        "nl",
+        &stats(KeyPair::generate().public, 5, 5, None),
+    )
+    .await;
+
+    // A node whose heartbeats stopped shows as down.
+    sqlx::query("UPDATE nodes SET last_heartbeat_at = now() - interval '10 minutes'")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    assert!(!env.service.node_statuses(None).await.unwrap()[0].up);
+    consumer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_survives_redis_restart_and_recreates_its_group() {
+    let env = env().await;
+    let mut redis = RedisServer::start().unwrap();
+    seed_region(&env.service, "nl", &[("nl-1", "198.18.0.0/24", 10)]).await;
+    user(&env.service, 1).await;
+    let key: PublicKey = env
+        .service
+        .grant_device(1, "nl", None)
+        .await
+        .unwrap()
+        .device
+        .public_key
+        .parse()
+        .unwrap();
+    let consumer = start_feedback(&env.pool, &redis.url());
+    wait_for("the feedback group", LIMIT, || async {
+        let k = RegionKeys::new(&RegionCode::new("nl").unwrap()).feedback();
+        redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(k)
+            .query_async::<redis::Value>(&mut connect(&redis.url()).await)
+            .await
+            .is_ok()
+    })
+    .await;
+    redis.restart().unwrap();
+    let conn = connect(&redis.url()).await;
+    // The stream now exists without the group until the consumer recreates it.
+    wait_for("stats after the restart", LIMIT, || async {
+        send(&mut conn.clone(), "nl", &stats(key, 10, 10, None)).await;
+        traffic(&env, 1).await.0 > 0
+    })
+    .await;
+    consumer.stop().await;
+}
