@@ -116,8 +116,8 @@ pub struct BotContext {
     pub limiter: RateLimiter,
 }
 
-/// Runs the bot until `shutdown` resolves. Returns an error only if it cannot start at all; a
-/// Telegram or database outage while running is logged and retried.
+/// Runs the bot until `shutdown` resolves. A Telegram or database outage, at start or while
+/// running, is logged and retried; the bot does not end on its own.
 pub async fn run(
     settings: BotSettings,
     service: Service,
@@ -140,9 +140,6 @@ pub async fn run(
         () = &mut shutdown => return Ok(()),
     }
 
-    let listener = Polling::builder(bot.clone())
-        .timeout(Duration::from_secs(10))
-        .build();
     let mut dispatcher = Dispatcher::builder(bot.clone(), schema::schema())
         .dependencies(dptree::deps![context, InMemStorage::<State>::new()])
         .default_handler(|update| async move {
@@ -151,26 +148,50 @@ pub async fn run(
         .error_handler(LoggingErrorHandler::with_custom_text("bot handler failed"))
         .build();
     let token = dispatcher.shutdown_token();
-    let notices = delivery::expiry_notices(bot, service, settings.expiry_notice_interval);
-    let dispatch = dispatcher.try_dispatch_with_listener(
-        listener,
-        LoggingErrorHandler::with_custom_text("getting updates failed"),
-    );
+    let notices = delivery::expiry_notices(bot.clone(), service, settings.expiry_notice_interval);
+    let dispatch = dispatch_until_stopped(&mut dispatcher, &bot);
     tokio::pin!(dispatch);
-    tracing::info!("bot polling for updates");
     tokio::select! {
-        result = &mut dispatch => result?,
+        () = &mut dispatch => {}
         () = notices => {}
         () = &mut shutdown => {
             // The dispatcher stops taking updates and finishes the ones in flight. If it was not
-            // running yet (still in getMe), dropping the future is the whole shutdown.
+            // running (waiting for getMe), dropping the future is the whole shutdown.
             if token.shutdown().is_ok() {
-                dispatch.await?;
+                dispatch.await;
             }
         }
     }
     tracing::info!("bot stopped");
     Ok(())
+}
+
+/// Long polling until the dispatcher is shut down. The dispatcher starts with `getMe`; while the
+/// Bot API does not answer it, wait and try again rather than end the bot (and the backend).
+async fn dispatch_until_stopped(
+    dispatcher: &mut Dispatcher<TgBot, BotError, teloxide::dispatching::DefaultKey>,
+    bot: &TgBot,
+) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let listener = Polling::builder(bot.clone())
+            .timeout(Duration::from_secs(10))
+            .build();
+        let result = dispatcher
+            .try_dispatch_with_listener(
+                listener,
+                LoggingErrorHandler::with_custom_text("getting updates failed"),
+            )
+            .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "getMe failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 /// `deleteWebhook` (updates come by long polling) and the command list, retried with backoff
