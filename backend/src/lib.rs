@@ -6,6 +6,7 @@
 //! - [`bot`]: the Telegram bot (handler tree, texts in English and Russian, keyboards).
 //! - [`service`]: the business rules (register, grant, revoke, ban, ...). The bot and `pvpnctl`
 //!   call only this.
+//! - [`cli`]: `pvpnctl`, the admin CLI.
 //! - [`config`]: the one configuration struct (TOML file + environment).
 //! - [`db`]: the PostgreSQL schema (migrations embedded from `migrations/`) and queries.
 //! - [`outbox`]: writing desired-state changes to the outbox in the caller's transaction.
@@ -18,6 +19,7 @@
 pub mod app;
 pub mod backoff;
 pub mod bot;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod feedback;

@@ -1,0 +1,132 @@
+//! `pvpnctl node ...`
+
+use std::net::IpAddr;
+
+use clap::{Args, Subcommand};
+use ipnet::Ipv4Net;
+use pvpn_common::addressing::ClientSubnet;
+use pvpn_common::client_config::Endpoint;
+use pvpn_common::{NodeName, PublicKey, RegionCode};
+use serde_json::json;
+
+use super::{actor, output};
+use crate::service::{NodeDeclaration, Service};
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Register a node, or update it (idempotent: prints created, updated or unchanged). Region
+    /// and subnet of an existing node cannot change.
+    Add(NodeArgs),
+    /// List nodes with their load and what their agents last reported.
+    List {
+        /// Only this region's nodes.
+        #[arg(long)]
+        region: Option<RegionCode>,
+    },
+    /// Stop placing new devices on the node; its devices keep working.
+    Disable { name: NodeName },
+    /// Let the node take new devices again.
+    Enable { name: NodeName },
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Node name (e.g. `nl-1`).
+    pub name: NodeName,
+    /// Region code the node serves.
+    #[arg(long)]
+    pub region: RegionCode,
+    /// Where clients connect: host:port (IPv6 as [addr]:port).
+    #[arg(long)]
+    pub endpoint: Endpoint,
+    /// The node's WireGuard public key (base64, 44 characters).
+    #[arg(long)]
+    pub public_key: PublicKey,
+    /// UDP port the node's interface listens on.
+    #[arg(long)]
+    pub listen_port: u16,
+    /// Client subnet (IPv4 CIDR, /16 to /30); .1 is the node's own address.
+    #[arg(long)]
+    pub subnet: Ipv4Net,
+    /// DNS server pushed to clients (repeatable).
+    #[arg(long)]
+    pub dns: Vec<IpAddr>,
+    /// Most devices the node takes (bounded by the subnet's size).
+    #[arg(long)]
+    pub capacity: u32,
+}
+
+pub async fn run(service: &Service, cmd: NodeCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        NodeCommand::Add(args) => {
+            let subnet = ClientSubnet::new(args.subnet)?;
+            let declaration = NodeDeclaration {
+                name: args.name,
+                region: args.region,
+                endpoint: args.endpoint,
+                public_key: args.public_key,
+                listen_port: args.listen_port,
+                subnet,
+                dns: args.dns,
+                capacity: args.capacity,
+            };
+            let change = service.declare_node(&actor(), &declaration).await?;
+            if json {
+                output::json(&json!({ "node": declaration.name.as_str(), "change": change }))
+            } else {
+                println!("{}", change.as_str());
+                Ok(())
+            }
+        }
+        NodeCommand::List { region } => {
+            let nodes = service
+                .node_statuses(region.as_ref().map(RegionCode::as_str))
+                .await?;
+            if json {
+                return output::json(&nodes);
+            }
+            let rows: Vec<Vec<String>> = nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.name.to_string(),
+                        n.region.to_string(),
+                        n.status.clone(),
+                        n.endpoint.clone(),
+                        n.subnet.clone(),
+                        format!("{}/{}", n.devices, n.capacity),
+                        if n.up { "up".into() } else { "down".into() },
+                        output::opt(n.heartbeat_age_secs.map(|s| format!("{s}s"))),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "NAME",
+                    "REGION",
+                    "STATUS",
+                    "ENDPOINT",
+                    "SUBNET",
+                    "DEVICES",
+                    "AGENT",
+                    "HEARTBEAT",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        NodeCommand::Disable { name } => set(service, name, false, json).await,
+        NodeCommand::Enable { name } => set(service, name, true, json).await,
+    }
+}
+
+async fn set(service: &Service, name: NodeName, enabled: bool, json: bool) -> anyhow::Result<()> {
+    service.set_node_enabled(&actor(), &name, enabled).await?;
+    let status = if enabled { "active" } else { "disabled" };
+    if json {
+        output::json(&json!({ "node": name.as_str(), "status": status }))
+    } else {
+        println!("node {name} is {status}");
+        Ok(())
+    }
+}
