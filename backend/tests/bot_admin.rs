@@ -132,7 +132,7 @@ async fn admin_commands_work_and_are_audited() {
     assert!(node.text().starts_with("Reconcile requested for node nl-1"));
     assert_eq!(
         env.say(&admin, "/reconcile zz").await.text(),
-        "No such node."
+        "No region or node is called zz."
     );
     let invite = env.say(&admin, "/invite 2 7").await;
     let link_prefix = format!("https://t.me/{BOT_USERNAME}?start=");

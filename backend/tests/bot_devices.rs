@@ -63,6 +63,24 @@ async fn revoke_asks_first_then_revokes() {
     assert!(list.text().contains("• phone — Netherlands"));
     assert!(list.text().contains("never connected"));
     assert!(list.text().contains("traffic: ↑ 0 B ↓ 0 B"));
+
+    // What the node reported (as the feedback consumer stores it) shows up in the list.
+    sqlx::query(
+        "UPDATE devices SET last_handshake_at = now(), rx_bytes = 1234567, tx_bytes = 89000000 \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&env.pool)
+    .await
+    .expect("stats");
+    let menu = env.say(&ann, "/menu").await;
+    let list = env.press_edit(&ann, &menu, "devices").await;
+    assert!(list.text().contains("🟢 connected"), "{}", list.text());
+    assert!(
+        list.text().contains("traffic: ↑ 1.2 MB ↓ 89.0 MB"),
+        "{}",
+        list.text()
+    );
     let revoke = list.button_data("Revoke phone").expect("revoke button");
     assert_eq!(revoke, format!("revoke:{id}"));
 

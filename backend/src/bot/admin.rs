@@ -96,10 +96,16 @@ async fn run(
             {
                 Ok(id) => (format!("region {region}"), id),
                 Err(ServiceError::RegionNotFound) => {
-                    let id = service
+                    match service
                         .request_reconcile(actor, &ReconcileTarget::Node(node.clone()))
-                        .await?;
-                    (format!("node {node}"), id)
+                        .await
+                    {
+                        Ok(id) => (format!("node {node}"), id),
+                        Err(ServiceError::NodeNotFound) => {
+                            return Ok(t.no_reconcile_target(&arg));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Err(e) => return Err(e.into()),
             };

@@ -68,9 +68,13 @@ async fn act(
     action: CallbackAction,
 ) -> Result<Option<String>, super::BotError> {
     let (chat, at) = (place.chat, place.message);
+    // Only the region button opens the device-name question; any other press closes it, so a
+    // later text is not taken for a name.
+    if !matches!(action, CallbackAction::PickRegion(_)) {
+        dialogue.update(State::Idle).await?;
+    }
     match action {
         CallbackAction::Menu => {
-            dialogue.update(State::Idle).await?;
             show(bot, chat, at, t.menu(), keyboards::main_menu(t)).await?;
         }
         CallbackAction::Help => {

@@ -92,6 +92,13 @@ impl Texts {
         }
     }
 
+    pub fn no_reconcile_target(&self, name: &str) -> String {
+        match self.lang {
+            Language::En => format!("No region or node is called {name}."),
+            Language::Ru => format!("Нет ни региона, ни узла с именем {name}."),
+        }
+    }
+
     pub fn user_card(&self, u: &User) -> String {
         let name = u
             .username
