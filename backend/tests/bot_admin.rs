@@ -220,3 +220,26 @@ async fn invite_links_admit_users() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_registration_admits_only_admins() {
+    let env = BotEnv::start(Options {
+        admins: vec![ADMIN],
+        registration: RegistrationMode::Closed,
+        ..Options::default()
+    })
+    .await;
+    let erin = user(3105, "ru");
+    assert_eq!(
+        env.say(&erin, "/start").await.text(),
+        "Регистрация закрыта. Обратитесь к администратору за доступом."
+    );
+    let admin = user(ADMIN, "en");
+    assert!(
+        env.say(&admin, "/start")
+            .await
+            .text()
+            .starts_with("Hello, Ann!")
+    );
+    env.stop().await;
+}

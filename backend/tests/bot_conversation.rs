@@ -127,3 +127,32 @@ async fn skip_name_and_unknown_text() {
     assert_eq!(name.as_deref(), Some("nl-device-1.conf"));
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_region_is_marked_and_explained() {
+    let env = BotEnv::start(Options {
+        node_capacity: 1,
+        ..Options::default()
+    })
+    .await;
+    let first = user(1003, "en");
+    env.say(&first, "/start").await;
+    env.new_device(&first, None).await;
+
+    let second = user(1004, "en");
+    let welcome = env.say(&second, "/start").await;
+    let regions = env.press_edit(&second, &welcome, "new").await;
+    let full = regions
+        .button_data("Netherlands · full")
+        .expect("a full region is listed as full");
+    env.api
+        .press_button(&second, &regions, &full)
+        .expect("press");
+    let refusal = env.api.next_message(second.id, WAIT).await.expect("reply");
+    assert_eq!(
+        refusal.text(),
+        "This region is full. Choose another one or try again later."
+    );
+    assert!(env.active_devices(second.id).await.is_empty());
+    env.stop().await;
+}
