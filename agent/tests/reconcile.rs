@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use pvpn_common::wire::{Feedback, ReconcileTrigger};
-use pvpn_common::{PeerSpec, PrivateKey};
+use pvpn_common::{PeerSpec, PresharedKey, PrivateKey};
 use pvpn_testkit::netns::{Netns, WgInterface};
 use redis::Commands;
 use support::*;
@@ -28,6 +28,7 @@ async fn a_connected_session_survives_agent_restart_and_reconcile() {
     let client_ns = Netns::create("client").unwrap();
     Netns::link_veth(&node.ns, "198.18.0.1/30", &client_ns, "198.18.0.2/30").unwrap();
     let client_key = PrivateKey::generate();
+    let psk = PresharedKey::generate();
     let client = WgInterface::start(
         &client_ns,
         &WgInterface::unique_name("cl").unwrap(),
@@ -42,6 +43,7 @@ async fn a_connected_session_survives_agent_restart_and_reconcile() {
             Some("198.18.0.1:51820".parse().unwrap()),
             &["198.19.255.254/32"],
             None,
+            Some(&psk),
         )
         .unwrap();
 
@@ -49,7 +51,7 @@ async fn a_connected_session_survives_agent_restart_and_reconcile() {
     let spec = PeerSpec {
         public_key: client_key.public_key(),
         allowed_ips: vec!["198.19.0.2/32".parse().unwrap()],
-        preshared_key: None,
+        preshared_key: Some(psk.clone()),
         persistent_keepalive: None,
     };
     relay.upsert(&spec);
@@ -114,11 +116,11 @@ async fn reconcile_removes_a_stray_peer_and_restores_a_deleted_one() {
     // By hand, behind the agent's back: a stray peer, a deleted peer, a changed peer.
     let stray = peer(3);
     node.wg
-        .set_peer(&stray.public_key, None, &["198.19.0.3/32"], None)
+        .set_peer(&stray.public_key, None, &["198.19.0.3/32"], None, None)
         .unwrap();
     node.wg.remove_peer(&a.public_key).unwrap();
     node.wg
-        .set_peer(&b.public_key, None, &["198.19.0.9/32"], None)
+        .set_peer(&b.public_key, None, &["198.19.0.9/32"], None, None)
         .unwrap();
     assert_eq!(node.peers().len(), 2);
 
@@ -146,7 +148,7 @@ async fn the_periodic_reconcile_repairs_drift_without_a_request() {
     node.wait_for_peers(&relay.peers).await;
     let stray = peer(2);
     node.wg
-        .set_peer(&stray.public_key, None, &["198.19.0.5/32"], None)
+        .set_peer(&stray.public_key, None, &["198.19.0.5/32"], None, None)
         .unwrap();
     node.wait_for_peers(&relay.peers).await;
     eventually("a periodic reconcile in the heartbeat", || {

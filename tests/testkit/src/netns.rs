@@ -18,7 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use pvpn_common::{PrivateKey, PublicKey};
+use pvpn_common::{PresharedKey, PrivateKey, PublicKey};
 
 /// Where `wireguard-go` puts its UAPI sockets.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
@@ -90,18 +90,41 @@ impl Netns {
     }
 
     /// Joins `a` and `b` with a veth pair and gives each end an address (`"198.18.0.1/30"`).
-    pub fn link_veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) -> Result<()> {
+    /// Device names are unique, so a namespace may have several pairs.
+    pub fn link_veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) -> Result<VethPair> {
+        let pair = VethPair {
+            a_dev: format!("ve{}", crate::unique_suffix()),
+            b_dev: format!("ve{}", crate::unique_suffix()),
+        };
         // Both ends are created directly inside their namespaces: no name in the root namespace.
         run(Command::new("ip").args([
-            "link", "add", "veth-a", "netns", &a.name, "type", "veth", "peer", "name", "veth-b",
-            "netns", &b.name,
+            "link",
+            "add",
+            &pair.a_dev,
+            "netns",
+            &a.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.b_dev,
+            "netns",
+            &b.name,
         ]))?;
-        for (ns, addr, dev) in [(a, a_addr, "veth-a"), (b, b_addr, "veth-b")] {
+        for (ns, addr, dev) in [(a, a_addr, &pair.a_dev), (b, b_addr, &pair.b_dev)] {
             ns.ip(&["addr", "add", addr, "dev", dev])?;
             ns.ip(&["link", "set", dev, "up"])?;
         }
-        Ok(())
+        Ok(pair)
     }
+}
+
+/// The device names of a veth pair made by [`Netns::link_veth`]; it disappears with either
+/// namespace.
+#[derive(Debug, Clone)]
+pub struct VethPair {
+    pub a_dev: String,
+    pub b_dev: String,
 }
 
 impl Drop for Netns {
@@ -247,6 +270,7 @@ impl WgInterface {
         endpoint: Option<SocketAddr>,
         allowed_ips: &[&str],
         persistent_keepalive: Option<u16>,
+        preshared_key: Option<&PresharedKey>,
     ) -> Result<()> {
         let key = public_key.to_base64();
         let ips = allowed_ips.join(",");
@@ -259,7 +283,14 @@ impl WgInterface {
         if let Some(keepalive) = &keepalive {
             args.extend(["persistent-keepalive", keepalive]);
         }
-        self.wg(&args).map(drop)
+        // The secret goes through stdin, never the command line.
+        match preshared_key {
+            Some(psk) => {
+                args.extend(["preshared-key", "/dev/stdin"]);
+                self.wg_with_stdin(&args, &psk.to_base64())
+            }
+            None => self.wg(&args).map(drop),
+        }
     }
 
     /// Removes a peer by hand.
@@ -375,13 +406,15 @@ mod tests {
         let c_name = WgInterface::unique_name("c").unwrap();
         let s = WgInterface::start(&server, &s_name, &server_key, 51820, "198.19.0.1/24").unwrap();
         let c = WgInterface::start(&client, &c_name, &client_key, 51821, "198.19.0.2/24").unwrap();
-        s.set_peer(&c.public_key(), None, &["198.19.0.2/32"], None)
+        let psk = PresharedKey::generate();
+        s.set_peer(&c.public_key(), None, &["198.19.0.2/32"], None, Some(&psk))
             .unwrap();
         c.set_peer(
             &s.public_key(),
             Some("198.18.0.1:51820".parse().unwrap()),
             &["198.19.0.1/32"],
             Some(25),
+            Some(&psk),
         )
         .unwrap();
         client.ping("198.19.0.1".parse().unwrap()).unwrap();
@@ -390,6 +423,7 @@ mod tests {
         assert_eq!(peers[0].public_key, client_key.public_key());
         assert!(peers[0].latest_handshake > 0, "{peers:?}");
         assert_eq!(peers[0].allowed_ips, vec!["198.19.0.2/32".to_string()]);
+        assert_eq!(peers[0].preshared_key, Some(psk.to_base64()));
 
         let (socket, names) = (
             s.socket_path(),
