@@ -245,3 +245,34 @@ async fn redis_losing_its_data_never_wipes_the_interface() {
     assert_eq!((report.added, report.removed, report.updated), (0, 0, 1));
     agent.stop().await;
 }
+
+/// SIGTERM in the middle of a large apply: the apply runs to completion before the agent exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_a_large_apply_finishes_it() {
+    let node = Node::start().unwrap();
+    let mut relay = node.relay();
+    relay.peers = (0..3000).map(peer).map(|p| (p.public_key, p)).collect();
+    relay.revision = 3000;
+    relay.publish_snapshot();
+    let agent = RunningAgent::start(node.config()).await;
+
+    // Stop as soon as the first chunk is on the interface.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut seen = 0;
+    while seen == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing applied");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        seen = node.peers().len();
+    }
+    agent.stop().await;
+
+    let peers = node.peers();
+    assert_eq!(peers.len(), 3000, "the interrupted reconcile was completed");
+    assert!(
+        relay
+            .peers
+            .values()
+            .all(|s| peers.get(&s.public_key).is_some_and(|p| same(p, s)))
+    );
+    eprintln!("stopped with {seen} of 3000 peers applied");
+}
