@@ -82,7 +82,10 @@ impl From<sqlx::Error> for ServiceError {
             sqlx::Error::Database(db) if db.code().is_some_and(|c| RETRYABLE.contains(&&*c)) => {
                 ServiceError::Contention
             }
+            // A connection cut mid-handshake shows up as a protocol error ("unexpected
+            // response from SSLRequest"): the server is unreachable, not our bug.
             sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed

@@ -47,6 +47,10 @@ impl TcpProxy {
         }
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn url(&self) -> String {
         format!("redis://{}/", self.addr)
     }
