@@ -56,6 +56,13 @@ async fn upsert_update_remove_reach_the_interface_and_are_acked() {
     .await;
     assert!(!node.peers().contains_key(&stranger.public_key));
 
+    // The heartbeat key expires after three intervals (1 s here) unless renewed.
+    let ttl: i64 = node
+        .conn()
+        .ttl(keys().node_heartbeat(&support::node()))
+        .unwrap();
+    assert!((1..=3).contains(&ttl), "heartbeat TTL {ttl}");
+
     let (code, metrics) = agent.get("/metrics").await.unwrap();
     assert_eq!(code, 200);
     assert!(
@@ -108,6 +115,21 @@ async fn entries_are_acknowledged_only_once_the_interface_holds_them() {
     agent.stop().await;
 }
 
+/// Delivers `count` new entries to `consumer` of the node's group without acknowledging them.
+fn deliver(node: &Node, consumer: &str, count: usize) {
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(agent_group(&support::node()))
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(keys().events())
+        .arg(">")
+        .query(&mut node.conn())
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_pending_entries_loses_nothing_and_replays_nothing_harmful() {
     let node = Node::start().unwrap();
@@ -123,18 +145,10 @@ async fn restart_with_pending_entries_loses_nothing_and_replays_nothing_harmful(
     relay.upsert(&a);
     relay.upsert(&b);
     relay.remove(&a.public_key);
-    // The first three were delivered to the previous agent, which died before acknowledging.
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(agent_group(&support::node()))
-        .arg(NODE)
-        .arg("COUNT")
-        .arg(3)
-        .arg("STREAMS")
-        .arg(keys().events())
-        .arg(">")
-        .query(&mut node.conn())
-        .unwrap();
+    // The first three were delivered to the previous agent, which died before acknowledging:
+    // two under this node's consumer name, one under another name (an older host name).
+    deliver(&node, NODE, 2);
+    deliver(&node, "previous-host", 1);
     assert_eq!(node.pending(), 3);
     let mut b2 = b.clone();
     b2.allowed_ips = vec!["198.19.9.9/32".parse().unwrap()];
@@ -314,4 +328,34 @@ async fn the_agent_refuses_to_create_a_missing_interface() {
     let socket =
         std::path::Path::new(pvpn_testkit::netns::SOCKET_DIR).join(format!("{missing}.sock"));
     assert!(!socket.exists(), "the agent must not start wireguard-go");
+}
+
+/// A pending entry whose content was trimmed away: the agent cannot know what it was, so it
+/// reconciles from the snapshot and acknowledges it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trimmed_pending_entry_is_covered_by_a_reconcile() {
+    let node = Node::start().unwrap();
+    let mut relay = node.relay();
+    relay.publish_snapshot();
+    let agent = RunningAgent::start(node.config()).await;
+    agent.wait_ready().await;
+    agent.stop().await;
+
+    relay.upsert(&peer(1));
+    deliver(&node, NODE, 1);
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(keys().events())
+        .arg("MAXLEN")
+        .arg(0)
+        .query(&mut node.conn())
+        .unwrap();
+    assert_eq!(node.pending(), 1);
+
+    let agent = RunningAgent::start(node.config()).await;
+    node.wait_for_peers(&relay.peers).await;
+    eventually("the trimmed entry to be acknowledged", || {
+        (node.pending() == 0).then_some(())
+    })
+    .await;
+    agent.stop().await;
 }

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pvpn_common::NodeName;
 use pvpn_common::redis_keys::RegionKeys;
-use pvpn_common::wire::{ReconcileReport, ReconcileTrigger, StreamEvent};
+use pvpn_common::wire::{ReconcileReport, ReconcileTrigger};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 
+mod entry;
+
 use crate::backoff::Backoff;
-use crate::consumer::{Entry, EntryBody, ReadFrom, StreamConsumer, is_stream_lost};
+use crate::consumer::{Entry, ReadFrom, StreamConsumer, is_stream_lost};
 use crate::metrics::{Metrics, SharedStatus, lock};
 use crate::snapshot::{self, SnapshotError};
 use crate::wireguard::{PeerChange, WgError, WireGuard, apply_in_chunks};
@@ -174,114 +176,6 @@ impl NodeAgent {
             }
             self.handle(conn, entry).await?;
         }
-        Ok(())
-    }
-
-    /// Handles one entry and acknowledges it once it needs nothing more from the interface.
-    async fn handle(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        entry: Entry,
-    ) -> Result<(), SessionError> {
-        self.reconcile_if_owed(conn).await?;
-        let payload = match entry.body {
-            EntryBody::Payload(bytes) => bytes,
-            EntryBody::NoEventField(fields) => {
-                let reason = format!("entry has no `event` field (fields: {fields})");
-                return self.dead_letter(conn, &entry.id, b"", &reason).await;
-            }
-            EntryBody::Gone => {
-                // Trimmed before we acknowledged it: we cannot know what it was; the snapshot does.
-                self.reconcile(conn, ReconcileTrigger::RevisionGap, None)
-                    .await?;
-                return self.ack(conn, &entry.id, false).await;
-            }
-        };
-        let event = match StreamEvent::decode(&payload) {
-            Ok(event) => event,
-            Err(e) => {
-                return self
-                    .dead_letter(conn, &entry.id, &payload, &e.to_string())
-                    .await;
-            }
-        };
-        if !event.is_for(&self.node) {
-            return self.ack(conn, &entry.id, false).await;
-        }
-        let (revision, change) = match event {
-            StreamEvent::Reconcile { request_id, .. } => {
-                self.reconcile(conn, ReconcileTrigger::Requested, Some(request_id))
-                    .await?;
-                return self.ack(conn, &entry.id, false).await;
-            }
-            StreamEvent::PeerUpsert { revision, peer, .. } => (revision, PeerChange::Upsert(peer)),
-            StreamEvent::PeerRemove {
-                revision,
-                public_key,
-                ..
-            } => (revision, PeerChange::Remove(public_key)),
-        };
-        if revision > self.applied + 1 {
-            tracing::info!(
-                revision,
-                applied = self.applied,
-                "revision gap; reconciling"
-            );
-            self.reconcile(conn, ReconcileTrigger::RevisionGap, None)
-                .await?;
-        }
-        if revision <= self.applied {
-            return self.ack(conn, &entry.id, false).await;
-        }
-        if revision > self.applied + 1 {
-            // The snapshot is behind the stream, which the relay's atomic publish rules out;
-            // the snapshot is the truth, the next reconcile will catch up.
-            tracing::warn!(
-                revision,
-                snapshot = self.applied,
-                "event ahead of the snapshot; skipped"
-            );
-            return self.ack(conn, &entry.id, false).await;
-        }
-        self.apply(vec![change]).await?;
-        self.set_applied(revision);
-        self.ack(conn, &entry.id, true).await
-    }
-
-    async fn ack(
-        &self,
-        conn: &mut MultiplexedConnection,
-        id: &str,
-        applied: bool,
-    ) -> Result<(), SessionError> {
-        match self.consumer.ack(conn, id).await {
-            Ok(()) => {}
-            // The stream vanished between read and ack: the entry is gone with it.
-            Err(e) if is_stream_lost(&e) => {}
-            Err(e) => return Err(e.into()),
-        }
-        if applied {
-            self.metrics.events_applied.inc();
-        } else {
-            self.metrics.events_skipped.inc();
-        }
-        Ok(())
-    }
-
-    async fn dead_letter(
-        &self,
-        conn: &mut MultiplexedConnection,
-        id: &str,
-        payload: &[u8],
-        reason: &str,
-    ) -> Result<(), SessionError> {
-        tracing::warn!(
-            entry = id,
-            reason,
-            "malformed stream entry moved to the dead-letter stream"
-        );
-        self.consumer.dead_letter(conn, id, payload, reason).await?;
-        self.metrics.dead_letters.inc();
         Ok(())
     }
 
