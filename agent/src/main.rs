@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let config = pvpn_agent::Config::from_env().context("invalid configuration")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
