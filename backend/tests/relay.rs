@@ -286,3 +286,45 @@ async fn reconcile_requests_travel_as_control_events() {
     );
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_relay_publishes_and_a_second_takes_over_when_it_stops() {
+    let env = env().await;
+    let redis = RedisServer::start().unwrap();
+    seed_region(&env.service, "nl", &[("nl-1", "198.18.0.0/24", 50)]).await;
+    for id in 1..=20 {
+        user(&env.service, id).await;
+    }
+    let first = start_relay(&env.pool, &redis.url());
+    wait_for("the epoch", LIMIT, || async {
+        epoch_present(&mut connect(&redis.url()).await, "nl").await
+    })
+    .await;
+    let second = start_relay(&env.pool, &redis.url());
+    for id in 1..=10 {
+        env.service.grant_device(id, "nl", None).await.unwrap();
+    }
+    wait_published(&env.pool).await;
+    let leaders: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaders, 1, "exactly one relay holds the lock");
+
+    first.stop().await;
+    for id in 11..=20 {
+        env.service.grant_device(id, "nl", None).await.unwrap();
+    }
+    wait_published(&env.pool).await;
+    let mut conn = connect(&redis.url()).await;
+    let revisions: Vec<u64> = node_changes(&events(&mut conn, "nl").await, "nl-1")
+        .iter()
+        .map(|(_, r)| *r)
+        .collect();
+    assert_eq!(revisions, (1..=20).collect::<Vec<u64>>());
+    assert_snapshot_matches(&env.pool, &mut conn, "nl", "nl-1").await;
+    second.stop().await;
+}
