@@ -159,6 +159,19 @@ fn positive(key: &'static str, value: u64) -> Result<u64, ConfigError> {
     Ok(value)
 }
 
+/// The file may hold the database password and the bot token: say so if anyone can read it.
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o007 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "config file is accessible to other users; it may hold secrets (chmod 600)"
+        );
+    }
+}
+
 impl Config {
     /// Reads `PVPN_CONFIG` (if set) and the process environment.
     pub fn load() -> Result<Self, ConfigError> {
@@ -169,6 +182,7 @@ impl Config {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
+                warn_if_readable_by_others(Path::new(&path));
                 Some((path, text))
             }
             None => None,
