@@ -1,10 +1,31 @@
 //! The `pvpn-agent` binary: reads the configuration, sets up logging, runs until SIGTERM/Ctrl-C.
 
 use anyhow::Context;
+use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
+
+/// PVPN node agent: applies the region's Redis event stream to this node's WireGuard interface.
+#[derive(Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Configuration comes from the environment (and an optional TOML file named by \
+PVPN_CONFIG, same keys in lowercase without the PVPN_ prefix; the environment wins):
+  REDIS_URL                      redis://[user:password@]host:port/ (required)
+  PVPN_REGION, PVPN_NODE         this node's region code and name (required)
+  PVPN_WG_INTERFACE              WireGuard interface, must exist (default wg0)
+  PVPN_WG_BACKEND                kernel | userspace (default kernel)
+  PVPN_METRICS_ADDR              /healthz and /metrics (default 127.0.0.1:9101)
+  PVPN_RECONCILE_INTERVAL_SECS   default 60
+  PVPN_HEARTBEAT_INTERVAL_SECS   default 10
+  PVPN_STATS_INTERVAL_SECS       default 30
+Logs go to stderr; RUST_LOG filters them."
+)]
+struct Cli {}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
