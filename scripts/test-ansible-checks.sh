@@ -1,0 +1,188 @@
+# shellcheck shell=bash
+# The checks scripts/test-ansible.sh runs on the roots it provisioned (sourced by it: uses its
+# variables and its fail/log helpers). Each check uses the real tool a real host would use.
+
+backend=$work/backend
+
+in_root() { local root=$1; shift; chroot "$root" "$@"; }
+
+# File mode and owner, as the target itself names the owner.
+check_mode() { # root path "mode owner"
+    local got
+    got=$(in_root "$1" stat -c '%a %U' "$2" 2>/dev/null) || fail "$2 is missing in $1"
+    [ "$got" = "$3" ] || fail "$1$2 has mode/owner '$got', expected '$3'"
+}
+
+check_contains() { # file fixed-string what
+    grep -qF -- "$2" "$1" || fail "$1 lacks $3 ('$2')"
+}
+
+log "permissions of secrets"
+check_mode "$backend" /etc/pvpn/backend.env "600 root"
+check_mode "$backend" /etc/redis/users.acl "600 redis"
+check_mode "$backend" /usr/local/sbin/pvpnctl "700 root"
+for node in nl-1 de-1; do
+    check_mode "$work/$node" /etc/pvpn/agent.env "600 root"
+    check_mode "$work/$node" /etc/wireguard "700 root"
+    check_mode "$work/$node" /etc/wireguard/wg0.key "600 root"
+    check_mode "$work/$node" /etc/wireguard/wg0.conf "600 root"
+done
+grep -q "$redis_backend_password" "$backend/etc/redis/users.acl" \
+    && fail "users.acl holds a password in clear text (it must hold SHA-256 hashes only)"
+
+log "env files carry the contract's variables"
+check_contains "$backend/etc/pvpn/backend.env" "DATABASE_URL='postgres://$db_user:" "DATABASE_URL"
+check_contains "$backend/etc/pvpn/backend.env" "REDIS_URL='redis://pvpn-backend:" "REDIS_URL"
+check_contains "$backend/etc/pvpn/backend.env" "PVPN_ADMIN_IDS='1001'" "PVPN_ADMIN_IDS"
+check_contains "$work/nl-1/etc/pvpn/agent.env" "REDIS_URL='redis://pvpn-agent-nl:$redis_nl_password@127.0.0.1:6379/0'" "the nl agent's REDIS_URL"
+check_contains "$work/nl-1/etc/pvpn/agent.env" "PVPN_REGION='nl'" "PVPN_REGION"
+check_contains "$work/nl-1/etc/pvpn/agent.env" "PVPN_NODE='nl-1'" "PVPN_NODE"
+check_contains "$work/de-1/etc/pvpn/agent.env" "PVPN_WG_INTERFACE='wg0'" "PVPN_WG_INTERFACE"
+
+log "WireGuard interface configs: own address and port, no peers"
+check_contains "$work/nl-1/etc/wireguard/wg0.conf" "Address = 10.66.0.1/22" "the first host of 10.66.0.0/22"
+check_contains "$work/de-1/etc/wireguard/wg0.conf" "Address = 10.67.0.1/24" "the first host of 10.67.0.0/24"
+check_contains "$work/de-1/etc/wireguard/wg0.conf" "ListenPort = 51821" "the listen port"
+grep -qi '^\[Peer\]' "$work"/{nl-1,de-1}/etc/wireguard/wg0.conf && fail "wg0.conf has [Peer] sections (the agent owns peers)"
+check_contains "$work/nl-1/etc/sysctl.d/90-pvpn.conf" "net.ipv4.ip_forward = 1" "IP forwarding"
+
+log "node private keys: on their node only"
+declare -A public_keys
+for node in nl-1 de-1; do
+    private_key=$(cat "$work/$node/etc/wireguard/wg0.key")
+    public_keys[$node]=$(wg pubkey <<<"$private_key") || fail "$node's wg0.key is not a WireGuard private key"
+    # Anywhere else: the Ansible output, the inventory, the other targets, Ansible's temp files,
+    # the repository.
+    leaks=$(grep -rlF --devices=skip --exclude-dir=proc --exclude-dir="$node" -- "$private_key" "$work" "$repo/ansible" ~/.ansible 2>/dev/null || true)
+    [ -z "$leaks" ] || fail "$node's private key leaked to: $leaks"
+done
+unset private_key
+[ "${public_keys[nl-1]}" != "${public_keys[de-1]}" ] || fail "two nodes got the same key"
+
+log "registration in PostgreSQL (pvpnctl node add, delegated to the backend host)"
+psql_test() { runuser -u postgres -- psql -X -q -tA -d "$db_name" -v ON_ERROR_STOP=1 -c "$1"; }
+regions=$(psql_test "SELECT string_agg(code || '=' || display_name, ',' ORDER BY code) FROM regions")
+[ "$regions" = "de=Germany,nl=Netherlands" ] || fail "regions in the database: '$regions'"
+nodes=$(psql_test "SELECT string_agg(concat_ws(' ', name, region, endpoint, public_key, listen_port, subnet, capacity, array_to_string(dns, ';')), ',' ORDER BY name) FROM nodes")
+expected="de-1 de 198.18.0.2:51821 ${public_keys[de-1]} 51821 10.67.0.0/24 250 198.18.0.53,nl-1 nl 198.18.0.1:51820 ${public_keys[nl-1]} 51820 10.66.0.0/22 250 1.1.1.1;9.9.9.9"
+[ "$nodes" = "$expected" ] || fail "nodes in the database:
+  got      $nodes
+  expected $expected"
+
+log "firewall: nft accepts each node's ruleset and it loads in a scratch network namespace"
+for node in nl-1 de-1; do
+    ruleset=$work/$node/etc/nftables.conf
+    nft -c -f "$ruleset" || fail "nft -c rejects $node's /etc/nftables.conf"
+done
+# (the scratch namespace $netns is deleted by the caller's cleanup, also on failure)
+ip netns add "$netns"
+ip netns exec "$netns" nft -f "$work/nl-1/etc/nftables.conf" || fail "nl-1's ruleset does not load"
+loaded=$(ip netns exec "$netns" nft list ruleset)
+ip netns delete "$netns"
+for rule in 'policy drop' 'udp dport 51820 accept' 'tcp dport 22 accept' \
+    'ip saddr 10.66.0.0/22 oifname != "wg0" masquerade' 'iifname "wg0" oifname != "wg0" accept'; do
+    grep -qF -- "$rule" <<<"$loaded" || fail "nl-1's loaded ruleset lacks '$rule':
+$loaded"
+done
+[ "$(grep -c 'policy drop' <<<"$loaded")" -eq 2 ] || fail "input and forward must both drop by default"
+
+log "systemd units: systemd-analyze verify, and enabled"
+verify_units() { # root units...
+    local root=$1 out; shift
+    out=$(systemd-analyze verify --root="$root" --man=no "$@" 2>&1) || fail "systemd-analyze verify ${*} in $root:
+$out"
+    # verify exits 0 on some warnings; a warning about our own units is a failure too.
+    if grep -E 'pvpn-(backend|agent)\.service' <<<"$out"; then
+        fail "systemd-analyze warns about a PVPN unit (above)"
+    fi
+}
+verify_units "$backend" pvpn-backend.service
+check_contains "$backend/etc/systemd/system/pvpn-backend.service" "ProtectSystem=strict" "ProtectSystem=strict"
+for node in nl-1 de-1; do
+    verify_units "$work/$node" pvpn-agent.service
+done
+check_contains "$work/nl-1/etc/systemd/system/pvpn-agent.service" "CapabilityBoundingSet=CAP_NET_ADMIN" "CAP_NET_ADMIN only"
+check_enabled() { # root unit
+    [ -n "$(find "$1/etc/systemd/system" -path '*.wants/*' -name "$2.service" -print -quit)" ] \
+        || fail "$2 is not enabled in $1"
+}
+check_user() { # root user
+    in_root "$1" getent passwd "$2" | grep -q ':/usr/sbin/nologin$' || fail "system user $2 is missing in $1"
+}
+for unit in pvpn-backend postgresql redis-server; do
+    check_enabled "$backend" "$unit"
+done
+check_user "$backend" pvpn
+for node in nl-1 de-1; do
+    for unit in pvpn-agent nftables wg-quick@wg0; do
+        check_enabled "$work/$node" "$unit"
+    done
+    check_user "$work/$node" pvpn-agent
+done
+
+log "Redis: the rendered configuration and ACL file in a throwaway redis-server"
+redis_dir=$work/redis
+mkdir "$redis_dir"
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server "$backend/etc/redis/redis.conf" --port "$redis_port" --bind 127.0.0.1 \
+    --aclfile "$backend/etc/redis/users.acl" --dir "$redis_dir" --logfile "$redis_dir/redis.log" \
+    --pidfile "$redis_dir/redis.pid" --supervised no --daemonize no &
+redis_pid=$!
+for _ in $(seq 1 50); do
+    redis-cli -p "$redis_port" ping 2>/dev/null | grep -q NOAUTH && break
+    sleep 0.1
+done
+[ -d "$redis_dir/appendonlydir" ] || fail "Redis runs without its append-only file (persistence must be on): $(cat "$redis_dir/redis.log")"
+
+url_of() { # env file -> its REDIS_URL on the throwaway port
+    sed -n "s/^REDIS_URL='\(.*\)'$/\1/p" "$1" | sed "s/:6379\//:$redis_port\//"
+}
+backend_url=$(url_of "$backend/etc/pvpn/backend.env")
+nl_url=$(url_of "$work/nl-1/etc/pvpn/agent.env")
+de_url=$(url_of "$work/de-1/etc/pvpn/agent.env")
+expect() { # url pattern command... (several commands on one connection: pass them on stdin)
+    local url=$1 pattern=$2 out; shift 2
+    out=$(redis-cli --no-auth-warning -u "$url" "$@" 2>&1)
+    grep -qE -- "$pattern" <<<"$out" || fail "redis: '$*' as $(sed 's|redis://\([^:@]*\).*|\1|' <<<"$url") answered '$out', expected /$pattern/"
+}
+expect_pipe() { # url pattern <<<commands
+    local url=$1 pattern=$2 out
+    out=$(redis-cli --no-auth-warning -u "$url" 2>&1)
+    grep -qE -- "$pattern" <<<"$out" || fail "redis: a MULTI block answered '$out', expected /$pattern/"
+}
+# The backend publishes to every region (atomically, with a script) and reads feedback.
+expect "$backend_url" '^[0-9]+-[0-9]+$' EVAL "redis.call('HSET', KEYS[2], 'k', 'v'); redis.call('SET', KEYS[3], '1'); return redis.call('XADD', KEYS[1], '*', 'event', '{}')" 3 'pvpn:{nl}:events' 'pvpn:{nl}:node:nl-1:peers' 'pvpn:{nl}:node:nl-1:revision'
+expect "$backend_url" '^[0-9]+-[0-9]+$' XADD 'pvpn:{de}:events' '*' event '{}'
+expect "$backend_url" '^OK$' XGROUP CREATE 'pvpn:{nl}:feedback' backend '$' MKSTREAM
+expect "$backend_url" 'NOPERM' FLUSHALL
+# An agent works in its own region...
+expect "$nl_url" '^OK$' XGROUP CREATE 'pvpn:{nl}:events' agent:nl-1 0 MKSTREAM
+expect "$nl_url" 'pvpn:\{nl\}:events' XREADGROUP GROUP agent:nl-1 nl-1 COUNT 10 STREAMS 'pvpn:{nl}:events' '>'
+expect "$nl_url" '^[0-9]+$' XACK 'pvpn:{nl}:events' agent:nl-1 0-1
+expect "$nl_url" '^[0-9]+-[0-9]+$' XADD 'pvpn:{nl}:feedback' MAXLEN '~' 10000 '*' event '{}'
+expect "$nl_url" '^[0-9]+-[0-9]+$' XADD 'pvpn:{nl}:dead' '*' reason bad source_id 1-1 payload x
+expect "$nl_url" '^OK$' SET 'pvpn:{nl}:node:nl-1:heartbeat' '{}' EX 30
+expect "$nl_url" '^0' XAUTOCLAIM 'pvpn:{nl}:events' agent:nl-1 nl-1 60000 0
+expect_pipe "$nl_url" '^v$' <<<"MULTI
+HGETALL pvpn:{nl}:node:nl-1:peers
+GET pvpn:{nl}:node:nl-1:revision
+EXEC"
+# ...and nowhere else.
+expect "$nl_url" 'NOPERM' XADD 'pvpn:{de}:feedback' '*' event '{}'
+expect "$nl_url" 'NOPERM' XREADGROUP GROUP agent:nl-1 nl-1 COUNT 1 STREAMS 'pvpn:{de}:events' '>'
+expect "$nl_url" 'NOPERM' HGETALL 'pvpn:{de}:node:de-1:peers'
+expect "$nl_url" 'NOPERM' SET 'pvpn:{nl}x' 1
+expect "$nl_url" 'NOPERM' HSET 'pvpn:{nl}:node:nl-1:peers' k evil
+expect "$nl_url" 'NOPERM' DEL 'pvpn:{nl}:events'
+expect "$nl_url" 'NOPERM' FLUSHALL
+expect "$nl_url" 'NOPERM' KEYS '*'
+expect "$nl_url" 'NOPERM' CONFIG GET '*'
+expect "$de_url" '^[0-9]+-[0-9]+$' XADD 'pvpn:{de}:feedback' '*' event '{}'
+expect "$de_url" 'NOPERM' GET 'pvpn:{nl}:epoch'
+# No anonymous access, no wrong passwords.
+expect "redis://127.0.0.1:$redis_port/0" 'NOAUTH' PING
+expect "redis://pvpn-agent-nl:wrong-password-0000@127.0.0.1:$redis_port/0" 'WRONGPASS' PING
+expect "redis://pvpn-agent-nl:$redis_de_password@127.0.0.1:$redis_port/0" 'WRONGPASS' PING
+kill "$redis_pid" && wait "$redis_pid" 2>/dev/null || true
+redis_pid=""
+check_contains "$backend/etc/redis/redis.conf" "bind 127.0.0.1" "the bind address from pvpn_redis_bind"
