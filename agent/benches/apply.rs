@@ -98,15 +98,6 @@ fn measure(ns: &Netns, size: usize, dir: &std::path::Path) -> Row {
     std::fs::write(&full_conf, conf(&key, &peers)).expect("write conf");
     std::fs::write(&diff_conf, conf(&key, &changed)).expect("write conf");
 
-    let mut row = Row {
-        size,
-        agent_empty: Duration::ZERO,
-        setconf_empty: Duration::ZERO,
-        agent_diff: Duration::ZERO,
-        syncconf_diff: Duration::ZERO,
-        agent_read: Duration::ZERO,
-        wg_dump: Duration::ZERO,
-    };
     let (mut ae, mut se, mut ad, mut sd, mut ar, mut wd) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for run in 0..RUNS {
@@ -158,13 +149,15 @@ fn measure(ns: &Netns, size: usize, dir: &std::path::Path) -> Row {
         sd.push(t.elapsed());
         drop(iface);
     }
-    row.agent_empty = median(ae);
-    row.setconf_empty = median(se);
-    row.agent_diff = median(ad);
-    row.syncconf_diff = median(sd);
-    row.agent_read = median(ar);
-    row.wg_dump = median(wd);
-    row
+    Row {
+        size,
+        agent_empty: median(ae),
+        setconf_empty: median(se),
+        agent_diff: median(ad),
+        syncconf_diff: median(sd),
+        agent_read: median(ar),
+        wg_dump: median(wd),
+    }
 }
 
 fn main() {
