@@ -301,3 +301,42 @@ fn missing_database_url_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_the_config_file_and_env_overrides_it() {
+    let env = env().await;
+    let path = std::env::temp_dir().join(format!("pvpnctl-{}.toml", pvpn_testkit::unique_suffix()));
+    std::fs::write(
+        &path,
+        format!("database_url = \"{}\"\n", env.database.url()),
+    )
+    .unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = Remove(path.clone());
+    let run = |database_url: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pvpnctl"));
+        cmd.args(["status", "--json"])
+            .env("PVPN_CONFIG", &path)
+            .env_remove("DATABASE_URL");
+        if let Some(url) = database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        cmd.output().unwrap()
+    };
+    let from_file = run(None);
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    let status: Value = serde_json::from_slice(&from_file.stdout).unwrap();
+    assert_eq!(status["users"], 0);
+    // The environment wins over the file: a wrong URL there makes the same command fail.
+    let overridden = run(Some("postgres://nobody:wrong@127.0.0.1:1/none"));
+    assert!(!overridden.status.success());
+}
