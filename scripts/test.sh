@@ -14,3 +14,4 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
+scripts/test-ansible.sh  # ansible/: lint, then the playbooks applied to debootstrapped Debian 12 roots and checked
