@@ -42,7 +42,7 @@ fn config(database: &str, redis: &str) -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_health_and_metrics_and_stops_on_shutdown() {
     let env = env().await;
-    let redis = RedisServer::start().unwrap();
+    let mut redis = RedisServer::start().unwrap();
     seed_region(&env.service, "nl", &[("nl-1", "198.18.0.0/24", 10)]).await;
     let stop = CancellationToken::new();
     let running = app::start(config(env.database.url(), &redis.url()), stop.clone())
@@ -80,6 +80,24 @@ async fn serves_health_and_metrics_and_stops_on_shutdown() {
         metrics.contains("pvpn_grants_total{outcome=\"ok\"} 1"),
         "{metrics}"
     );
+
+    // Redis down: the backlog gauge shows the rows waiting.
+    redis.stop();
+    user(&service, 2).await;
+    service.grant_device(2, "nl", None).await.unwrap();
+    wait_for(
+        "the backlog gauge",
+        Duration::from_secs(20),
+        || async move {
+            let metrics = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+                .await
+                .unwrap();
+            metrics.contains("pvpn_outbox_backlog 1")
+        },
+    )
+    .await;
+    redis.restart().unwrap();
+    wait_published(&env.pool).await;
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(20), waiter)

@@ -103,7 +103,10 @@ pub async fn run(
         if listener.is_none() {
             listener = listen(&relay.pool).await;
         }
-        match relay.pass(&shutdown).await {
+        let result = relay.pass(&shutdown).await;
+        // Measured from the pool, so the gauge keeps rising while Redis is down.
+        update_backlog(&relay.pool, &relay.metrics).await;
+        match result {
             Ok(()) => {
                 if backoff.succeed() {
                     tracing::info!("relay recovered: publishing again");
@@ -140,6 +143,14 @@ pub async fn run(
         }
     }
     tracing::info!("relay stopped");
+}
+
+async fn update_backlog(pool: &PgPool, metrics: &Metrics) {
+    if let Ok(mut conn) = pool.acquire().await
+        && let Ok((backlog, _)) = db::outbox::backlog(&mut conn).await
+    {
+        metrics.outbox_backlog.set(backlog);
+    }
 }
 
 async fn listen(pool: &PgPool) -> Option<PgListener> {
@@ -237,8 +248,6 @@ impl Relay {
                 break;
             }
         }
-        let (backlog, _) = db::outbox::backlog(pg).await?;
-        self.metrics.outbox_backlog.set(backlog);
         Ok(())
     }
 }
