@@ -117,7 +117,7 @@ pub struct BotContext {
 }
 
 /// Runs the bot until `shutdown` resolves. A Telegram or database outage, at start or while
-/// running, is logged and retried; the bot does not end on its own.
+/// running, is logged and retried; the only error is a token the Bot API refuses.
 pub async fn run(
     settings: BotSettings,
     service: Service,
@@ -136,7 +136,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     // Until Telegram answers, nothing else can work: wait for it (or for shutdown).
     tokio::select! {
-        () = prepare(&bot) => {}
+        prepared = prepare(&bot) => prepared?,
         () = &mut shutdown => return Ok(()),
     }
 
@@ -195,12 +195,15 @@ async fn dispatch_until_stopped(
 }
 
 /// `deleteWebhook` (updates come by long polling) and the command list, retried with backoff
-/// until the Bot API answers.
-async fn prepare(bot: &TgBot) {
+/// until the Bot API answers. A refused token is the one error retrying cannot fix.
+async fn prepare(bot: &TgBot) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(500);
     loop {
         match bot.delete_webhook().await {
             Ok(_) => break,
+            Err(teloxide::RequestError::Api(teloxide::ApiError::InvalidToken)) => {
+                anyhow::bail!("the Bot API refused TELEGRAM_BOT_TOKEN (Unauthorized)");
+            }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "deleteWebhook failed");
                 tokio::time::sleep(delay).await;
@@ -216,4 +219,5 @@ async fn prepare(bot: &TgBot) {
     if let Err(e) = bot.set_my_commands(commands).await {
         tracing::warn!(error = %e, "setMyCommands failed; the command list stays as it was");
     }
+    Ok(())
 }

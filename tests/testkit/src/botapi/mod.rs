@@ -163,14 +163,20 @@ impl BotApiServer {
     /// Starts the server on a free loopback port.
     pub async fn start() -> Result<Self> {
         let token = format!("{BOT_USER_ID}:TEST-{}", crate::unique_suffix());
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), &token).await
+    }
+
+    /// Starts the server on `addr` accepting `token`: for a bot that was started before its Bot
+    /// API server was reachable.
+    pub async fn start_on(addr: SocketAddr, token: &str) -> Result<Self> {
         let shared = Arc::new(Shared {
-            token,
+            token: token.to_string(),
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .context("binding the Bot API test server")?;
+            .with_context(|| format!("binding the Bot API test server to {addr}"))?;
         let addr = listener.local_addr()?;
         let app = http::router(shared.clone());
         let task = tokio::spawn(async move {
