@@ -328,3 +328,48 @@ async fn one_relay_publishes_and_a_second_takes_over_when_it_stops() {
     assert_snapshot_matches(&env.pool, &mut conn, "nl", "nl-1").await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_and_nodes_declared_later_get_their_snapshots() {
+    let env = env().await;
+    let redis = RedisServer::start().unwrap();
+    let metrics = std::sync::Arc::new(pvpn_backend::metrics::Metrics::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let relay = tokio::spawn(pvpn_backend::relay::run(
+        env.pool.clone(),
+        redis::Client::open(redis.url()).unwrap(),
+        metrics.clone(),
+        pvpn_backend::relay::RelaySettings {
+            poll_interval: Duration::from_millis(100),
+            ..Default::default()
+        },
+        stop.clone(),
+    ));
+    // Nothing declared yet: the relay idles without errors.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    seed_region(&env.service, "nl", &[("nl-1", "198.18.0.0/24", 10)]).await;
+    wait_for("the new region's epoch", LIMIT, || async {
+        epoch_present(&mut connect(&redis.url()).await, "nl").await
+    })
+    .await;
+    env.service
+        .declare_node(&OPERATOR, &node("nl-2", "nl", "198.18.1.0/24", 10))
+        .await
+        .unwrap();
+    wait_for("the new node's snapshot", LIMIT, || async {
+        snapshot(&mut connect(&redis.url()).await, "nl", "nl-2")
+            .await
+            .0
+            == Some(0)
+    })
+    .await;
+    assert!(
+        !metrics
+            .render()
+            .contains("pvpn_errors_total{component=\"relay\"}"),
+        "{}",
+        metrics.render()
+    );
+    stop.cancel();
+    relay.await.unwrap();
+}

@@ -144,6 +144,9 @@ pub(super) async fn ensure_snapshots(
     for (node, region) in &nodes {
         pipe.exists(RegionKeys::new(region).node_revision(node));
     }
+    if regions.is_empty() {
+        return Ok(());
+    }
     let exists: Vec<bool> = pipe.query_async(redis).await?;
     let (region_flags, node_flags) = exists.split_at(regions.len().min(exists.len()));
     let mut republished = Vec::new();
