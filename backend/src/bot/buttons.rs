@@ -13,7 +13,7 @@ use super::delivery::{send_config, show};
 use super::device_flow::{grant, pick_region, refuse, show_regions};
 use super::texts::Texts;
 use super::user::{language_of, telegram_id};
-use super::{BotContext, ChatDialogue, HandlerResult, State, TgBot, keyboards};
+use super::{BotContext, ChatDialogue, HandlerResult, TgBot, keyboards};
 use crate::service::ServiceError;
 
 /// Telegram's limit on a message text, in characters.
@@ -71,7 +71,7 @@ async fn act(
     // Only the region button opens the device-name question; any other press closes it, so a
     // later text is not taken for a name.
     if !matches!(action, CallbackAction::PickRegion(_)) {
-        dialogue.update(State::Idle).await?;
+        super::close_dialogue(dialogue).await;
     }
     match action {
         CallbackAction::Menu => {

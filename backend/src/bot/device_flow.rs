@@ -178,13 +178,13 @@ pub(super) async fn grant(
         .await
     {
         Ok(granted) => {
-            dialogue.update(State::Idle).await?;
+            super::close_dialogue(dialogue).await;
             send_config(bot, chat, t, granted).await
         }
         // Keep the question open: once the database is back, sending the name again works.
         Err(e @ ServiceError::Unavailable(_)) => refuse(bot, chat, t, &e).await,
         Err(e) => {
-            dialogue.update(State::Idle).await?;
+            super::close_dialogue(dialogue).await;
             refuse(bot, chat, t, &e).await
         }
     }

@@ -62,6 +62,13 @@ pub enum State {
 
 pub type ChatDialogue = Dialogue<State, InMemStorage<State>>;
 
+/// Back to [`State::Idle`], storing nothing for the chat (so memory does not grow with every
+/// user who ever wrote). Closing a dialogue that is already closed is fine.
+pub(crate) async fn close_dialogue(dialogue: &ChatDialogue) {
+    // In-memory storage fails only with "no dialogue stored", which is the goal here.
+    let _ = dialogue.exit().await;
+}
+
 /// What can fail in a handler after the service answered: talking to Telegram, or the dialogue
 /// storage. Service errors never get here: handlers turn them into messages.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use teloxide::prelude::*;
 
 use super::texts::Texts;
-use super::{BotContext, ChatDialogue, HandlerResult, State, TgBot, keyboards};
+use super::{BotContext, ChatDialogue, HandlerResult, TgBot, keyboards};
 use crate::service::Language;
 
 /// A Telegram user id as the service layer takes it. Telegram ids fit in 52 bits.
@@ -36,7 +36,7 @@ pub(super) async fn start(
     dialogue: ChatDialogue,
     invite: Option<String>,
 ) -> HandlerResult {
-    dialogue.update(State::Idle).await?;
+    super::close_dialogue(&dialogue).await;
     let Some(from) = msg.from.as_ref() else {
         return Ok(());
     };
@@ -71,7 +71,7 @@ pub(super) async fn menu(
     ctx: Arc<BotContext>,
     dialogue: ChatDialogue,
 ) -> HandlerResult {
-    dialogue.update(State::Idle).await?;
+    super::close_dialogue(&dialogue).await;
     let t = Texts::new(language_of(&ctx, msg.from.as_ref()).await);
     bot.send_message(msg.chat.id, t.menu())
         .reply_markup(keyboards::main_menu(t))
@@ -107,7 +107,7 @@ pub(super) async fn unknown(
     ctx: Arc<BotContext>,
     dialogue: ChatDialogue,
 ) -> HandlerResult {
-    dialogue.update(State::Idle).await?;
+    super::close_dialogue(&dialogue).await;
     let t = Texts::new(language_of(&ctx, msg.from.as_ref()).await);
     bot.send_message(msg.chat.id, t.unknown())
         .reply_markup(keyboards::main_menu(t))
