@@ -86,6 +86,35 @@ async fn admin_commands_work_and_are_audited() {
             .contains("last reconcile drift: no reconcile yet")
     );
 
+    // What the node's agent reported (as the feedback consumer stores it) shows up.
+    sqlx::query(
+        "UPDATE nodes SET last_heartbeat_at = now(), applied_revision = 0, peer_count = 4, \
+         last_reconcile = $1 WHERE name = 'nl-1'",
+    )
+    .bind(serde_json::json!({
+        "trigger": "periodic", "finished_at": 1_800_000_000, "snapshot_revision": 0,
+        "added": 1, "removed": 2, "updated": 0
+    }))
+    .execute(&env.pool)
+    .await
+    .expect("heartbeat");
+    let status = env.say(&admin, "/status").await;
+    assert!(
+        status.text().contains("nl-1 (nl, active) 🟢 up"),
+        "{}",
+        status.text()
+    );
+    assert!(
+        status.text().contains("peers 4, devices 0/50"),
+        "{}",
+        status.text()
+    );
+    assert!(
+        status.text().contains("last reconcile drift: +1 −2 ~0"),
+        "{}",
+        status.text()
+    );
+
     let card = env.say(&admin, "/user @user3102").await;
     assert!(
         card.text().starts_with("User 3102 @user3102: active"),
@@ -161,6 +190,7 @@ async fn admin_commands_work_and_are_audited() {
     assert_eq!(
         audit_actions(&env, &format!("telegram:{ADMIN}")).await,
         [
+            "bot.status",
             "bot.status",
             "bot.user_lookup",
             "user.set_limit",

@@ -345,6 +345,38 @@ mod tests {
     }
 
     #[test]
+    fn device_line_says_connected_last_seen_or_never() {
+        let now = Utc::now();
+        let mut device = DeviceView {
+            id: 1,
+            name: "phone".into(),
+            region: "nl".parse().unwrap(),
+            region_name: "Netherlands".into(),
+            node: "nl-1".parse().unwrap(),
+            address: "198.18.0.2".parse().unwrap(),
+            public_key: "k".into(),
+            status: crate::service::DeviceStatus::Active,
+            revoke_reason: None,
+            created_at: now,
+            reissued_at: None,
+            last_handshake_at: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        };
+        let ru = Texts::new(Language::Ru);
+        assert!(ru.device_line(&device, now).contains("ещё не подключалось"));
+        device.last_handshake_at = Some(now - chrono::Duration::seconds(60));
+        assert!(ru.device_line(&device, now).contains("подключено"));
+        let hour_ago = now - chrono::Duration::hours(1);
+        device.last_handshake_at = Some(hour_ago);
+        let line = Texts::new(Language::En).device_line(&device, now);
+        assert!(
+            line.contains(&format!("last handshake {}", date(hour_ago))),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn user_card_names_status() {
         let user = User {
             telegram_id: 5,
