@@ -123,7 +123,7 @@ done
 log "Redis: the rendered configuration and ACL file in a throwaway redis-server"
 redis_dir=$work/redis
 mkdir "$redis_dir"
-redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis_port=$(free_port)
 redis-server "$backend/etc/redis/redis.conf" --port "$redis_port" --bind 127.0.0.1 \
     --aclfile "$backend/etc/redis/users.acl" --dir "$redis_dir" --logfile "$redis_dir/redis.log" \
     --pidfile "$redis_dir/redis.pid" --supervised no --daemonize no &

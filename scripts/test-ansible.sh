@@ -24,7 +24,9 @@ for tool in ansible-playbook ansible-lint debootstrap nft systemd-analyze redis-
 done
 
 cache=${PVPN_TEST_CACHE:-/var/cache/pvpn-test}
-pristine_tar=$cache/debootstrap-bookworm.tar
+# What a real Debian 12 server has besides minbase: systemd, sudo; Ansible needs python3.
+include=python3,systemd,systemd-sysv,sudo
+pristine_tar=$cache/debootstrap-bookworm-minbase-${include//,/-}.tar
 deb_cache=$cache/apt-archives
 mirror=${PVPN_DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
 mirror=${mirror:-http://deb.debian.org/debian}
@@ -62,8 +64,7 @@ flock 9
 if [ ! -s "$pristine_tar" ]; then
     log "debootstrap bookworm from $mirror (cached in $pristine_tar)"
     build=$(mktemp -d "$cache/build.XXXXXX")
-    # A real Debian 12 server has systemd; Ansible needs python3.
-    if ! debootstrap --variant=minbase --include=python3,systemd,systemd-sysv bookworm "$build/root" "$mirror" \
+    if ! debootstrap --variant=minbase --include="$include" bookworm "$build/root" "$mirror" \
         >"$build/debootstrap.log" 2>&1; then
         tail -n 20 "$build/debootstrap.log" >&2
         rm -rf --one-file-system "$build"
@@ -82,6 +83,7 @@ work=$(mktemp -d /var/tmp/pvpn-ansible-test.XXXXXX)
 db_name=pvpn_ansible_test_$$
 db_user=pvpn_ansible_test_$$
 redis_pid=""
+chroot_pg=""
 netns=pvpn-ansible-$$
 roots=()
 
@@ -90,6 +92,7 @@ cleanup() {
     set +e
     [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
     [ -e "/run/netns/$netns" ] && ip netns delete "$netns"
+    [ -n "$chroot_pg" ] && chroot "$chroot_pg" pg_ctlcluster 15 main stop -m immediate
     for root in "${roots[@]}"; do
         mountpoint -q "$root/proc" && umount "$root/proc"
     done
@@ -134,6 +137,8 @@ CREATE ROLE $db_user LOGIN PASSWORD '$db_password';
 CREATE DATABASE $db_name OWNER $db_user;
 SQL
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pg_port=$(free_port)
 redis_backend_password=$(random_secret)
 redis_nl_password=$(random_secret)
 redis_de_password=$(random_secret)
@@ -148,6 +153,11 @@ all:
     pvpn_postgres_user: $db_user
     pvpn_postgres_database: $db_name
     pvpn_postgres_password: $db_password
+    # The backend host's own PostgreSQL listens on a free port; until the test starts it, the
+    # backend uses this machine's PostgreSQL (port 5432) through the shared network.
+    pvpn_postgres_port: $pg_port
+    pvpn_postgres_listen_addresses: [127.0.0.1]
+    pvpn_backend_database_port: 5432
     pvpn_redis_backend_password: $redis_backend_password
     pvpn_redis_agent_passwords: {nl: $redis_nl_password, de: $redis_de_password}
     pvpn_redis_host: 127.0.0.1
@@ -197,6 +207,44 @@ for p in /proc/[0-9]*; do
     target=$(readlink "$p/root" 2>/dev/null || true)
     case "$target" in "$work"/*) fail "process ${p#/proc/} runs inside $target: $(tr '\0' ' ' <"$p/cmdline")";; esac
 done
+
+# The postgres role's database steps need a running server: start the backend root's own
+# cluster (configured by the role) and apply backend.yml as on a live host, twice.
+log "postgres role against the backend root's own PostgreSQL (port $pg_port)"
+chroot_pg=$work/backend
+chroot "$chroot_pg" pg_ctlcluster 15 main start || fail "the backend root's PostgreSQL cluster does not start"
+run_backend_live() { # $1: log file
+    ansible-playbook -i "$work/inventory.yml" backend.yml -e pvpn_postgres_running=true >"$1" 2>&1 \
+        || { tail -n 60 "$1" >&2; fail "backend.yml with pvpn_postgres_running=true failed (log above)"; }
+}
+run_backend_live "$work/run3.log"
+changed_tasks=$(grep -B2 '^changed:' "$work/run3.log" | sed -n 's/^TASK \[\(.*\)\] \**$/\1/p' | tr '\n' ';')
+[ "$changed_tasks" = "postgres : Create the backend's database role;postgres : Create the backend's database;" ] \
+    || fail "backend.yml on a running PostgreSQL changed: $changed_tasks"
+run_backend_live "$work/run4.log"
+grep -Eq '^backend +: ok=[0-9]+ +changed=0 ' "$work/run4.log" || { grep -B3 '^changed:' "$work/run4.log" >&2; fail "the postgres role is not idempotent (above)"; }
+owner=$(PGPASSWORD=$db_password psql -X -h 127.0.0.1 -p "$pg_port" -U "$db_user" -d "$db_name" -tA \
+    -c "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()") \
+    || fail "cannot log in to the backend root's PostgreSQL as $db_user with the password the role set"
+[ "$owner" = "$db_user" ] || fail "$db_name is owned by '$owner', expected $db_user"
+chroot "$chroot_pg" pg_ctlcluster 15 main stop || fail "the backend root's PostgreSQL does not stop"
+chroot_pg=""
+
+log "bad settings stop the run with a clear message and change nothing"
+expect_failure() { # message args...
+    local message=$1 out; shift
+    if out=$(ansible-playbook -i "$work/inventory.yml" "$@" 2>&1); then
+        fail "ansible-playbook $* succeeded, expected it to fail with '$message'"
+    fi
+    grep -qF -- "$message" <<<"$out" || { tail -n 30 <<<"$out" >&2; fail "ansible-playbook $* failed without saying '$message'"; }
+    grep -Eq 'changed=[1-9]' <<<"$out" && { tail -n 30 <<<"$out" >&2; fail "ansible-playbook $* changed something before failing"; }
+    return 0
+}
+mkdir "$work/empty"
+expect_failure "pvpn-agent is missing from $work/empty" region.yml --limit nl-1 -e "pvpn_binaries_dir=$work/empty"
+expect_failure "pvpn-backend is missing from $work/empty" backend.yml -e "pvpn_binaries_dir=$work/empty"
+expect_failure "has host bits set" region.yml --limit nl-1 -e pvpn_node_subnet=10.66.0.1/22
+expect_failure "must be /16 to /30" region.yml --limit nl-1 -e pvpn_node_subnet=10.0.0.0/8
 
 export PVPN_TEST_WORK=$work PVPN_TEST_DB=$db_name
 log "checking the provisioned roots with the real tools"
