@@ -81,6 +81,17 @@ pub enum BotError {
 
 pub type HandlerResult = Result<(), BotError>;
 
+/// Telegram's limits for a bot that talks only in private chats: about one message per second per
+/// chat and 30 per second overall. teloxide's default also caps every non-supergroup chat at 20
+/// messages a minute, which is Telegram's limit for *groups*; in a private chat it would make a
+/// user who adds a few devices in a row wait half a minute for a config.
+pub fn telegram_private_chat_limits() -> Limits {
+    Limits {
+        messages_per_min_chat: 60,
+        ..Limits::default()
+    }
+}
+
 /// The bot's settings, from [`crate::config::Config`] (`TELEGRAM_BOT_TOKEN`,
 /// `TELEGRAM_API_URL`). Admins and registration mode live in the service settings.
 #[derive(Clone)]
@@ -101,7 +112,7 @@ impl BotSettings {
             token,
             api_url,
             rate_limit: RateLimit::default(),
-            throttle: Limits::default(),
+            throttle: telegram_private_chat_limits(),
             expiry_notice_interval: Duration::from_secs(60),
         }
     }
