@@ -104,8 +104,12 @@ impl ChildProcess {
     }
 }
 
+/// Long enough for a graceful stop of `pvpn-backend`, whose bot finishes its in-flight long poll
+/// (up to 10 s) before it exits.
+const STOP_GRACE: Duration = Duration::from_secs(12);
+
 impl Drop for ChildProcess {
     fn drop(&mut self) {
-        self.stop(Duration::from_secs(5));
+        self.stop(STOP_GRACE);
     }
 }
