@@ -95,6 +95,10 @@ $out"
     if grep -E 'pvpn-(backend|agent)\.service' <<<"$out"; then
         fail "systemd-analyze warns about a PVPN unit (above)"
     fi
+    # Hardening: systemd's own exposure score (0-10, printed; 100ths here) stays at "OK" (< 2).
+    out=$(systemd-analyze security --offline=yes --root="$root" --threshold=20 "$@" 2>&1) \
+        || fail "systemd-analyze security: ${*} is exposed more than it should be:
+$(tail -n 5 <<<"$out")"
 }
 verify_units "$backend" pvpn-backend.service
 check_contains "$backend/etc/systemd/system/pvpn-backend.service" "ProtectSystem=strict" "ProtectSystem=strict"
@@ -183,6 +187,53 @@ expect "$de_url" 'NOPERM' GET 'pvpn:{nl}:epoch'
 expect "redis://127.0.0.1:$redis_port/0" 'NOAUTH' PING
 expect "redis://pvpn-agent-nl:wrong-password-0000@127.0.0.1:$redis_port/0" 'WRONGPASS' PING
 expect "redis://pvpn-agent-nl:$redis_de_password@127.0.0.1:$redis_port/0" 'WRONGPASS' PING
+
+log "the real pvpn-agent, with nl-1's env file, works as its region's ACL user"
+# The agent drives a wireguard-go interface in a scratch namespace through its UAPI socket (this
+# machine has no WireGuard kernel module); everything else comes from the provisioned agent.env.
+wg_iface=pvpnans$$
+ip netns add "$netns"
+ip netns exec "$netns" wireguard-go -f "$wg_iface" >"$work/wireguard-go.log" 2>&1 &
+wg_pid=$!
+for _ in $(seq 1 50); do [ -S "/var/run/wireguard/$wg_iface.sock" ] && break; sleep 0.1; done
+[ -S "/var/run/wireguard/$wg_iface.sock" ] || fail "wireguard-go did not create $wg_iface: $(cat "$work/wireguard-go.log")"
+wg set "$wg_iface" private-key <(wg genkey) listen-port 0 || fail "cannot configure $wg_iface"
+client_key=$(wg genkey | wg pubkey)
+expect "$backend_url" '^1$' HSET 'pvpn:{nl}:node:nl-1:peers' "$client_key" \
+    "{\"v\":1,\"public_key\":\"$client_key\",\"allowed_ips\":[\"10.66.0.2/32\"]}"
+expect "$backend_url" '^OK$' SET 'pvpn:{nl}:node:nl-1:revision' 1
+metrics_port=$(free_port)
+(
+    set -a
+    # shellcheck disable=SC1091
+    . "$work/nl-1/etc/pvpn/agent.env"
+    set +a
+    REDIS_URL=$nl_url PVPN_WG_INTERFACE=$wg_iface PVPN_WG_BACKEND=userspace \
+        PVPN_METRICS_ADDR=127.0.0.1:$metrics_port PVPN_HEARTBEAT_INTERVAL_SECS=1 \
+        exec "$work/bin/pvpn-agent"
+) >"$work/agent.log" 2>&1 &
+agent_pid=$!
+agent_ok=""
+for _ in $(seq 1 100); do
+    if wg show "$wg_iface" peers | grep -qxF "$client_key" \
+        && [ -n "$(redis-cli --no-auth-warning -u "$backend_url" GET 'pvpn:{nl}:node:nl-1:heartbeat')" ]; then
+        agent_ok=1
+        break
+    fi
+    kill -0 "$agent_pid" 2>/dev/null || break
+    sleep 0.2
+done
+[ -n "$agent_ok" ] || fail "pvpn-agent did not apply its snapshot and send a heartbeat as pvpn-agent-nl:
+$(tail -n 30 "$work/agent.log")"
+grep -q NOPERM "$work/agent.log" && fail "pvpn-agent hit a NOPERM with its ACL user:
+$(grep NOPERM "$work/agent.log" | head -5)"
+expect "$backend_url" '^[1-9][0-9]*$' XLEN 'pvpn:{nl}:feedback'
+kill "$agent_pid" && wait "$agent_pid" 2>/dev/null || true
+agent_pid=""
+kill "$wg_pid" && wait "$wg_pid" 2>/dev/null || true
+wg_pid=""
+ip netns delete "$netns"
+
 kill "$redis_pid" && wait "$redis_pid" 2>/dev/null || true
 redis_pid=""
 check_contains "$backend/etc/redis/redis.conf" "bind 127.0.0.1" "the bind address from pvpn_redis_bind"

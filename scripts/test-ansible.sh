@@ -19,7 +19,7 @@ log() { printf '\033[1;34m[test-ansible]\033[0m %s\n' "$*"; }
 fail() { printf '\033[1;31m[test-ansible] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || fail "run as root (debootstrap and chroot need it)"
-for tool in ansible-playbook ansible-lint debootstrap nft systemd-analyze redis-server redis-cli psql wg tar flock; do
+for tool in ansible-playbook ansible-lint debootstrap nft systemd-analyze redis-server redis-cli psql wg wireguard-go ip tar flock; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing: run scripts/setup.sh"
 done
 
@@ -83,6 +83,8 @@ work=$(mktemp -d /var/tmp/pvpn-ansible-test.XXXXXX)
 db_name=pvpn_ansible_test_$$
 db_user=pvpn_ansible_test_$$
 redis_pid=""
+agent_pid=""
+wg_pid=""
 chroot_pg=""
 netns=pvpn-ansible-$$
 roots=()
@@ -90,7 +92,9 @@ roots=()
 cleanup() {
     local status=$?
     set +e
-    [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+    for pid in "$agent_pid" "$wg_pid" "$redis_pid"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
     [ -e "/run/netns/$netns" ] && ip netns delete "$netns"
     [ -n "$chroot_pg" ] && chroot "$chroot_pg" pg_ctlcluster 15 main stop -m immediate
     for root in "${roots[@]}"; do
