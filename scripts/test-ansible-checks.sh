@@ -85,6 +85,9 @@ for rule in 'policy drop' 'udp dport 51820 accept' 'tcp dport 22 accept' \
 $loaded"
 done
 [ "$(grep -c 'policy drop' <<<"$loaded")" -eq 2 ] || fail "input and forward must both drop by default"
+grep -Eq 'iifname "wg0" ip daddr \{.*169\.254\.0\.0/16.*\} drop' <<<"$loaded" \
+    || fail "clients can reach the provider's metadata service (169.254.0.0/16) through nl-1:
+$loaded"
 
 log "systemd units: systemd-analyze verify, and enabled"
 verify_units() { # root units...
