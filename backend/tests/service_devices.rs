@@ -222,3 +222,44 @@ async fn refusals_have_distinct_errors() {
     );
     assert!(s.list_devices(1).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_freed_address_in_the_middle_is_reused_first() {
+    let env = env().await;
+    seed_region(&env.service, "nl", &[("nl-1", "198.18.0.0/29", 10)]).await;
+    user(&env.service, 1).await;
+    env.service
+        .set_device_limit(&OPERATOR, &UserRef::TelegramId(1), 10)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for expected in [2, 3, 4] {
+        let device = env
+            .service
+            .grant_device(1, "nl", None)
+            .await
+            .unwrap()
+            .device;
+        assert_eq!(device.address.octets()[3], expected);
+        ids.push(device.id);
+    }
+    env.service.revoke_device(1, ids[1]).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(
+            env.service
+                .grant_device(1, "nl", None)
+                .await
+                .unwrap()
+                .device
+                .address
+                .octets()[3],
+        );
+    }
+    // .3 was freed; .5 and .6 are next; a /29 has no .7 for clients (broadcast).
+    assert_eq!(got, [3, 5, 6]);
+    assert_eq!(
+        env.service.grant_device(1, "nl", None).await.unwrap_err(),
+        ServiceError::RegionFull
+    );
+}

@@ -123,13 +123,44 @@ pub async fn replace_key(
     Ok(())
 }
 
-/// Live addresses on a node, as text.
-pub async fn used_addresses(conn: &mut PgConnection, node: &str) -> sqlx::Result<Vec<String>> {
+/// How many live devices a node has.
+pub async fn count_live_on_node(conn: &mut PgConnection, node: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM devices WHERE node = $1 AND status = 'active'")
+        .bind(node)
+        .fetch_one(conn)
+        .await
+}
+
+/// The lowest address in `first..=last` that no live device of the node holds, as text: `first`
+/// if it is free, else the address after the first live address whose successor is not live.
+/// One ordered scan of the `devices_live_address` index inside PostgreSQL that stops at the
+/// first gap, so a grant does not read every address of a big node.
+pub async fn lowest_free_address(
+    conn: &mut PgConnection,
+    node: &str,
+    first: &str,
+    last: &str,
+) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar(
-        "SELECT host(address) FROM devices WHERE node = $1 AND status = 'active' ORDER BY address",
+        "SELECT host(c.candidate) FROM (
+             SELECT $2::inet AS candidate
+             WHERE NOT EXISTS (SELECT 1 FROM devices
+                               WHERE node = $1 AND status = 'active' AND address = $2::inet)
+             UNION ALL
+             (SELECT s.address + 1 FROM (
+                  SELECT address, lead(address) OVER (ORDER BY address) AS next
+                  FROM devices WHERE node = $1 AND status = 'active' AND address >= $2::inet
+              ) s
+              WHERE s.next IS NULL OR s.next <> s.address + 1
+              ORDER BY s.address LIMIT 1)
+         ) c
+         WHERE c.candidate <= $3::inet
+         ORDER BY c.candidate LIMIT 1",
     )
     .bind(node)
-    .fetch_all(conn)
+    .bind(first)
+    .bind(last)
+    .fetch_optional(conn)
     .await
 }
 

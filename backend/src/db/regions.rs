@@ -40,6 +40,14 @@ pub async fn get(conn: &mut PgConnection, code: &str) -> sqlx::Result<Option<Reg
         .await
 }
 
+/// The region's status (`active`, `draining`, `disabled`), without computing its load.
+pub async fn status(conn: &mut PgConnection, code: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT status FROM regions WHERE code = $1")
+        .bind(code)
+        .fetch_optional(conn)
+        .await
+}
+
 pub async fn insert(conn: &mut PgConnection, code: &str, display_name: &str) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO regions (code, display_name) VALUES ($1, $2)")
         .bind(code)

@@ -7,7 +7,6 @@
 //! concurrent grants queue per user and per node; the unique index `devices_live_address` is the
 //! backstop, and a conflict is retried ([`super::error::retry`]).
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use chrono::Utc;
@@ -103,17 +102,28 @@ async fn place(conn: &mut PgConnection, region: &str) -> Result<(NodeRow, Ipv4Ad
             continue;
         }
         let (subnet, capacity) = node_capacity(&node)?;
-        // A fresh statement after taking the lock sees every grant committed before ours.
-        let used: BTreeSet<Ipv4Addr> = db::devices::used_addresses(conn, &node.name)
-            .await?
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
-        if used.len() >= capacity as usize {
+        // Fresh statements after taking the lock see every grant committed before ours.
+        let live = db::devices::count_live_on_node(conn, &node.name).await?;
+        if live >= i64::from(capacity) {
             continue;
         }
-        if let Some(address) = subnet.lowest_free(&used) {
-            return Ok((node, address));
+        let net = subnet.net();
+        let first = Ipv4Addr::from(u32::from(net.network()) + 2);
+        let last = Ipv4Addr::from(u32::from(net.broadcast()) - 1);
+        let free = db::devices::lowest_free_address(
+            conn,
+            &node.name,
+            &first.to_string(),
+            &last.to_string(),
+        )
+        .await?;
+        if let Some(address) = free {
+            let address: Ipv4Addr = address.parse().map_err(|_| {
+                ServiceError::Internal(format!("bad address {address:?} from the database"))
+            })?;
+            if subnet.contains_client(address) {
+                return Ok((node, address));
+            }
         }
     }
     Err(ServiceError::RegionFull)
@@ -160,11 +170,11 @@ impl Service {
             return Err(ServiceError::DeviceLimitReached { limit });
         }
         let name = clean_device_name(name, active)?;
-        let region_row = match RegionCode::new(region) {
-            Ok(code) => db::regions::get(&mut tx, code.as_str()).await?,
+        let region_status = match RegionCode::new(region) {
+            Ok(code) => db::regions::status(&mut tx, code.as_str()).await?,
             Err(_) => None,
         };
-        match region_row.as_ref().map(|r| r.status.as_str()) {
+        match region_status.as_deref() {
             None | Some("disabled") => return Err(ServiceError::RegionNotFound),
             Some("active") => {}
             Some(_) => return Err(ServiceError::RegionUnavailable),
