@@ -69,7 +69,7 @@ expected="de-1 de 198.18.0.2:51821 ${public_keys[de-1]} 51821 10.67.0.0/24 250 1
   got      $nodes
   expected $expected"
 
-log "firewall: nft accepts each node's ruleset and it loads in a scratch network namespace"
+log "firewalls: nft accepts every ruleset, and they load in a scratch network namespace"
 for node in nl-1 de-1; do
     ruleset=$work/$node/etc/nftables.conf
     nft -c -f "$ruleset" || fail "nft -c rejects $node's /etc/nftables.conf"
@@ -87,6 +87,20 @@ done
 [ "$(grep -c 'policy drop' <<<"$loaded")" -eq 2 ] || fail "input and forward must both drop by default"
 grep -Eq 'iifname "wg0" ip daddr \{.*169\.254\.0\.0/16.*\} drop' <<<"$loaded" \
     || fail "clients can reach the provider's metadata service (169.254.0.0/16) through nl-1:
+$loaded"
+
+nft -c -f "$backend/etc/nftables.conf" || fail "nft -c rejects the backend host's /etc/nftables.conf"
+ip netns add "$netns"
+ip netns exec "$netns" nft -f "$backend/etc/nftables.conf" || fail "the backend host's ruleset does not load"
+loaded=$(ip netns exec "$netns" nft list ruleset)
+ip netns delete "$netns"
+for rule in 'policy drop' 'tcp dport 22 accept' 'ip saddr { 198.18.0.1, 198.18.0.2 } tcp dport 6379 accept'; do
+    grep -qF -- "$rule" <<<"$loaded" || fail "the backend host's loaded ruleset lacks '$rule':
+$loaded"
+done
+grep -Eq 'ip6 saddr .*2001:db8::1.* tcp dport 6379 accept' <<<"$loaded" || fail "the backend host lets no IPv6 node reach Redis:
+$loaded"
+[ "$(grep -c 'dport' <<<"$loaded")" -eq 3 ] || fail "the backend host opens more than SSH and Redis:
 $loaded"
 
 log "systemd units: systemd-analyze verify, and enabled"
@@ -116,7 +130,7 @@ check_enabled() { # root unit
 check_user() { # root user
     in_root "$1" getent passwd "$2" | grep -q ':/usr/sbin/nologin$' || fail "system user $2 is missing in $1"
 }
-for unit in pvpn-backend postgresql redis-server; do
+for unit in pvpn-backend postgresql redis-server nftables; do
     check_enabled "$backend" "$unit"
 done
 check_user "$backend" pvpn

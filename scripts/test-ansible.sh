@@ -173,6 +173,7 @@ all:
         backend: {ansible_host: $work/backend}
       vars:
         pvpn_redis_bind: [127.0.0.1]
+        pvpn_backend_firewall_redis_clients: [198.18.0.1, 198.18.0.2, "2001:db8::1"]
         pvpn_backend_admin_ids: [1001]
     vpn_nodes:
       children:
