@@ -166,10 +166,13 @@ expect() { # url pattern command... (several commands on one connection: pass th
     out=$(redis-cli --no-auth-warning -u "$url" "$@" 2>&1)
     grep -qE -- "$pattern" <<<"$out" || fail "redis: '$*' as $(sed 's|redis://\([^:@]*\).*|\1|' <<<"$url") answered '$out', expected /$pattern/"
 }
-expect_pipe() { # url pattern <<<commands
+expect_transaction() { # url pattern <<<MULTI ... EXEC: every command queued, none refused
     local url=$1 pattern=$2 out
     out=$(redis-cli --no-auth-warning -u "$url" 2>&1)
-    grep -qE -- "$pattern" <<<"$out" || fail "redis: a MULTI block answered '$out', expected /$pattern/"
+    if grep -qE -- "$pattern" <<<"$out" && grep -q QUEUED <<<"$out" && ! grep -qE 'NOPERM|ERR' <<<"$out"; then
+        return 0
+    fi
+    fail "redis: a MULTI block answered '$out', expected every command QUEUED and /$pattern/"
 }
 # The backend publishes to every region (atomically, with a script) and reads feedback.
 expect "$backend_url" '^[0-9]+-[0-9]+$' EVAL "redis.call('HSET', KEYS[2], 'k', 'v'); redis.call('SET', KEYS[3], '1'); return redis.call('XADD', KEYS[1], '*', 'event', '{}')" 3 'pvpn:{nl}:events' 'pvpn:{nl}:node:nl-1:peers' 'pvpn:{nl}:node:nl-1:revision'
@@ -184,7 +187,7 @@ expect "$nl_url" '^[0-9]+-[0-9]+$' XADD 'pvpn:{nl}:feedback' MAXLEN '~' 10000 '*
 expect "$nl_url" '^[0-9]+-[0-9]+$' XADD 'pvpn:{nl}:dead' '*' reason bad source_id 1-1 payload x
 expect "$nl_url" '^OK$' SET 'pvpn:{nl}:node:nl-1:heartbeat' '{}' EX 30
 expect "$nl_url" '^0' XAUTOCLAIM 'pvpn:{nl}:events' agent:nl-1 nl-1 60000 0
-expect_pipe "$nl_url" '^v$' <<<"MULTI
+expect_transaction "$nl_url" '^v$' <<<"MULTI
 HGETALL pvpn:{nl}:node:nl-1:peers
 GET pvpn:{nl}:node:nl-1:revision
 EXEC"
