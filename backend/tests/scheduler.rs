@@ -91,3 +91,25 @@ async fn expired_access_is_revoked_and_notified_once() {
         .unwrap();
     s.grant_device(1, "nl", None).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pass_expires_more_than_one_batch() {
+    let env = env().await;
+    let s = &env.service;
+    seed_region(s, "nl", &[("nl-1", "198.18.0.0/24", 250)]).await;
+    for id in 1..=150 {
+        user(s, id).await;
+        s.grant_device(id, "nl", None).await.unwrap();
+    }
+    sqlx::query("UPDATE users SET access_expires_at = now() - interval '1 minute'")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(s.expire_due_access().await.unwrap(), 150);
+    assert_eq!(s.take_expiry_notices().await.unwrap().len(), 150);
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE status = 'active'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+}

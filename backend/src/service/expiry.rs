@@ -9,20 +9,29 @@ use super::error::retry;
 use super::{Actor, Service, ServiceError};
 use crate::db;
 
-/// Users handled per call; the scheduler calls again on its next tick.
+/// Users read per query.
 const BATCH: i64 = 100;
+/// Batches per call; anything left waits for the scheduler's next tick.
+const MAX_BATCHES: usize = 100;
 
 impl Service {
     /// Revokes every device of every user whose access has expired, marks them to be told, and
     /// returns how many devices were revoked. Called by [`crate::scheduler`].
     pub async fn expire_due_access(&self) -> Result<u32, ServiceError> {
-        let due = {
-            let mut conn = self.pool.acquire().await?;
-            db::users::expired_with_devices(&mut conn, BATCH).await?
-        };
         let mut revoked_total = 0;
-        for telegram_id in due {
-            revoked_total += retry(|| self.expire_user(telegram_id)).await?;
+        // Batch after batch until none is due (bounded, so one call cannot run forever).
+        for _ in 0..MAX_BATCHES {
+            let due = {
+                let mut conn = self.pool.acquire().await?;
+                db::users::expired_with_devices(&mut conn, BATCH).await?
+            };
+            let full_batch = due.len() as i64 == BATCH;
+            for telegram_id in due {
+                revoked_total += retry(|| self.expire_user(telegram_id)).await?;
+            }
+            if !full_batch {
+                break;
+            }
         }
         if revoked_total > 0 {
             self.metrics.expired.inc_by(u64::from(revoked_total));
