@@ -208,6 +208,35 @@ expect "redis://127.0.0.1:$redis_port/0" 'NOAUTH' PING
 expect "redis://pvpn-agent-nl:wrong-password-0000@127.0.0.1:$redis_port/0" 'WRONGPASS' PING
 expect "redis://pvpn-agent-nl:$redis_de_password@127.0.0.1:$redis_port/0" 'WRONGPASS' PING
 
+log "the real pvpn-backend, with the backend host's env file, works as its ACL user"
+# Its DATABASE_URL already names the test database; only the Redis port is swapped in.
+backend_metrics_port=$(free_port)
+(
+    set -a
+    # shellcheck disable=SC1091
+    . "$backend/etc/pvpn/backend.env"
+    set +a
+    REDIS_URL=$backend_url PVPN_METRICS_ADDR=127.0.0.1:$backend_metrics_port exec "$work/bin/pvpn-backend"
+) >"$work/backend.log" 2>&1 &
+backend_pid=$!
+backend_ok=""
+for _ in $(seq 1 100); do
+    # With Redis empty of its epochs, the backend republishes every node's snapshot from PostgreSQL.
+    if [ "$(redis-cli --no-auth-warning -u "$backend_url" EXISTS 'pvpn:{nl}:epoch' 'pvpn:{de}:epoch')" = 2 ] \
+        && [ "$(redis-cli --no-auth-warning -u "$backend_url" GET 'pvpn:{de}:node:de-1:revision')" = 0 ]; then
+        backend_ok=1
+        break
+    fi
+    kill -0 "$backend_pid" 2>/dev/null || break
+    sleep 0.2
+done
+[ -n "$backend_ok" ] || fail "pvpn-backend did not republish the regions' snapshots as pvpn-backend:
+$(tail -n 30 "$work/backend.log")"
+grep -qiE 'NOPERM|no permissions' "$work/backend.log" && fail "pvpn-backend hit a NOPERM with its ACL user:
+$(grep -iE 'NOPERM|no permissions' "$work/backend.log" | head -5)"
+kill "$backend_pid" && wait "$backend_pid" 2>/dev/null || true
+backend_pid=""
+
 log "the real pvpn-agent, with nl-1's env file, works as its region's ACL user"
 # The agent drives a wireguard-go interface in a scratch namespace through its UAPI socket (this
 # machine has no WireGuard kernel module); everything else comes from the provisioned agent.env.
@@ -245,8 +274,8 @@ for _ in $(seq 1 100); do
 done
 [ -n "$agent_ok" ] || fail "pvpn-agent did not apply its snapshot and send a heartbeat as pvpn-agent-nl:
 $(tail -n 30 "$work/agent.log")"
-grep -q NOPERM "$work/agent.log" && fail "pvpn-agent hit a NOPERM with its ACL user:
-$(grep NOPERM "$work/agent.log" | head -5)"
+grep -qiE 'NOPERM|no permissions' "$work/agent.log" && fail "pvpn-agent hit a NOPERM with its ACL user:
+$(grep -iE 'NOPERM|no permissions' "$work/agent.log" | head -5)"
 expect "$backend_url" '^[1-9][0-9]*$' XLEN 'pvpn:{nl}:feedback'
 kill "$agent_pid" && wait "$agent_pid" 2>/dev/null || true
 agent_pid=""

@@ -83,6 +83,7 @@ work=$(mktemp -d /var/tmp/pvpn-ansible-test.XXXXXX)
 db_name=pvpn_ansible_test_$$
 db_user=pvpn_ansible_test_$$
 redis_pid=""
+backend_pid=""
 agent_pid=""
 wg_pid=""
 chroot_pg=""
@@ -92,7 +93,7 @@ roots=()
 cleanup() {
     local status=$?
     set +e
-    for pid in "$agent_pid" "$wg_pid" "$redis_pid"; do
+    for pid in "$backend_pid" "$agent_pid" "$wg_pid" "$redis_pid"; do
         [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
     [ -e "/run/netns/$netns" ] && ip netns delete "$netns"
