@@ -2,8 +2,8 @@
 //! published only after Redis confirmed.
 //!
 //! Each pass: make sure every region's epoch and every node's snapshot exist in Redis
-//! ([`snapshot::ensure_snapshots`], republishing from PostgreSQL where they do not), then publish
-//! the unpublished rows oldest first, one atomic Lua script per row ([`scripts`]). A pass runs when
+//! (`snapshot::ensure_snapshots`, republishing from PostgreSQL where they do not), then publish
+//! the unpublished rows oldest first, one atomic Lua script per row (`scripts`). A pass runs when
 //! PostgreSQL notifies a new outbox row (`LISTEN pvpn_outbox`) or after the poll interval. When
 //! Redis or PostgreSQL fails, rows stay unpublished and the relay retries with capped, jittered
 //! backoff, logging once when it starts failing and once when it recovers.

@@ -78,7 +78,7 @@ impl Service {
         .await
     }
 
-    /// Sets how many active devices the user may have (0 to [`MAX_DEVICE_LIMIT`]). Devices above
+    /// Sets how many active devices the user may have (0 to `MAX_DEVICE_LIMIT`, 100). Devices above
     /// a lowered limit are kept; new ones are refused.
     pub async fn set_device_limit(
         &self,

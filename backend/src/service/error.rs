@@ -61,7 +61,7 @@ pub enum ServiceError {
     /// A bug or an unexpected database answer. Logged where it happens.
     #[error("internal error: {0}")]
     Internal(String),
-    /// A serialization failure, deadlock or unique-index race: retried by [`retry`], never
+    /// A serialization failure, deadlock or unique-index race: retried by `retry`, never
     /// returned to callers (after the last attempt it becomes [`ServiceError::Unavailable`]).
     #[doc(hidden)]
     #[error("transaction conflict, retrying")]

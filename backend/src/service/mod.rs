@@ -21,6 +21,8 @@
 //! | [`Service::take_expiry_notices`] | users whose access the scheduler revoked, to tell them (each once) | — |
 //! | [`Service::is_admin`] | whether a Telegram id is in `PVPN_ADMIN_IDS` | — |
 //! | admin: [`Service::find_user`], [`Service::list_users`], [`Service::ban_user`], [`Service::unban_user`], [`Service::set_device_limit`], [`Service::set_access_expiry`], [`Service::create_invite`], [`Service::request_reconcile`], [`Service::node_statuses`], [`Service::system_status`], [`Service::audit`] | see each method | `UserNotFound`, `NodeNotFound`, `RegionNotFound`, `InvalidInput` |
+//! | operators: [`Service::declare_region`], [`Service::declare_node`] (idempotent, return [`Change`]), [`Service::set_region_status`], [`Service::set_node_enabled`], [`Service::list_all_regions`] | `pvpnctl region/node` | `RegionNotFound`, `NodeNotFound`, `Conflict`, `InvalidInput` |
+//! | [`Service::expire_due_access`] | what the expiry scheduler runs | — |
 //!
 //! Every error is a [`ServiceError`] with one variant per outcome a user should hear about.
 //! `Unavailable` means the database is down or overloaded ("temporarily unavailable, try later");
@@ -36,11 +38,11 @@
 //!
 //! # Where things are
 //!
-//! - [`users`](self::users): registration, language, lookups.
-//! - [`regions`](self::regions): region list with load.
-//! - [`devices`](self::devices): grant, revoke, re-issue: where a grant becomes a peer.
-//! - [`admin`](self::admin): ban, limits, expiry, invites, reconcile, status.
-//! - [`types`], [`error`]: what the calls return.
+//! - `users`: registration, language, lookups.
+//! - `regions`: region list with load.
+//! - `devices`: grant, revoke, re-issue: where a grant becomes a peer.
+//! - `admin`: ban, limits, expiry, invites, reconcile, status.
+//! - `infra`, `expiry`, `render`; [`types`], [`error`]: what the calls return.
 
 mod admin;
 mod convert;
