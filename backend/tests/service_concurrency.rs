@@ -121,6 +121,13 @@ async fn placement_prefers_the_node_with_most_free_room() {
         !placed.contains(&"nl-3".to_string()),
         "a disabled node takes no devices"
     );
+    let region = &env.service.list_regions().await.unwrap()[0];
+    assert_eq!(
+        (region.devices, region.capacity),
+        (13, 13),
+        "capacity counts what the subnets hold"
+    );
+    assert!(!region.accepts_new_devices());
     user(&env.service, 99).await;
     assert_eq!(
         env.service.grant_device(99, "nl", None).await.unwrap_err(),

@@ -2,7 +2,8 @@
 
 use sqlx::PgConnection;
 
-/// A region plus its load: live devices and capacity of its active nodes.
+/// A region plus its load: live devices and capacity of its active nodes (each node's
+/// configured capacity, bounded by its subnet: network, node and broadcast addresses excluded).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RegionRow {
     pub code: String,
@@ -18,7 +19,8 @@ macro_rules! select_region {
         "SELECT r.code, r.display_name, r.status,
                 (SELECT count(*) FROM devices d JOIN nodes n ON n.name = d.node
                   WHERE n.region = r.code AND d.status = 'active') AS devices,
-                (SELECT coalesce(sum(n.capacity), 0)::bigint FROM nodes n
+                (SELECT coalesce(sum(LEAST(n.capacity::bigint, (2 ^ (32 - masklen(n.subnet)))::bigint - 3)), 0)::bigint
+                   FROM nodes n
                   WHERE n.region = r.code AND n.status = 'active') AS capacity,
                 (SELECT count(*) FROM nodes n WHERE n.region = r.code AND n.status = 'active')
                     AS active_nodes
