@@ -69,6 +69,15 @@ expected="de-1 de 198.18.0.2:51821 ${public_keys[de-1]} 51821 10.67.0.0/24 250 1
   got      $nodes
   expected $expected"
 
+log "a changed endpoint updates the registration, and the run says so"
+ansible-playbook -i "$work/inventory.yml" region.yml --limit de-1 -e pvpn_node_endpoint=198.18.0.3:51821 \
+    >"$work/run-endpoint.log" 2>&1 || { tail -n 40 "$work/run-endpoint.log" >&2; fail "region.yml with a new endpoint failed"; }
+changed_tasks=$(grep -B2 '^changed:' "$work/run-endpoint.log" | sed -n 's/^TASK \[\(.*\)\] \**$/\1/p' | tr '\n' ';')
+[ "$changed_tasks" = "node_registration : Register the node with the backend;" ] \
+    || fail "a new endpoint changed: '$changed_tasks' (expected only the registration)"
+[ "$(psql_test "SELECT endpoint FROM nodes WHERE name = 'de-1'")" = "198.18.0.3:51821" ] \
+    || fail "the new endpoint of de-1 did not reach PostgreSQL"
+
 log "firewalls: nft accepts every ruleset, and they load in a scratch network namespace"
 for node in nl-1 de-1; do
     ruleset=$work/$node/etc/nftables.conf

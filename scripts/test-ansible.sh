@@ -98,6 +98,8 @@ cleanup() {
     done
     [ -e "/run/netns/$netns" ] && ip netns delete "$netns"
     [ -n "$chroot_pg" ] && chroot "$chroot_pg" pg_ctlcluster 15 main stop -m immediate
+    runuser -u postgres -- psql -q -d postgres -c "DROP DATABASE IF EXISTS $db_name" >/dev/null 2>&1
+    runuser -u postgres -- psql -q -d postgres -c "DROP ROLE IF EXISTS $db_user" >/dev/null 2>&1
     for root in "${roots[@]}"; do
         mountpoint -q "$root/proc" && umount "$root/proc"
     done
@@ -109,8 +111,6 @@ cleanup() {
         fi
     done
     rm -rf --one-file-system "$work"
-    runuser -u postgres -- psql -q -d postgres -c "DROP DATABASE IF EXISTS $db_name" >/dev/null 2>&1
-    runuser -u postgres -- psql -q -d postgres -c "DROP ROLE IF EXISTS $db_user" >/dev/null 2>&1
     exit "$status"
 }
 trap cleanup EXIT
