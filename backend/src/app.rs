@@ -134,8 +134,10 @@ impl Running {
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let mut failure = None;
         tokio::select! {
+            // Shutdown first: once it is requested, tasks ending is expected, not a failure.
+            biased;
             _ = self.shutdown.cancelled() => {}
-            Some(done) = self.tasks.join_next() => {
+            Some(done) = self.tasks.join_next(), if !self.shutdown.is_cancelled() => {
                 let what = match done {
                     Ok((name, Ok(()))) => format!("{name} stopped unexpectedly"),
                     Ok((name, Err(e))) => format!("{name} failed: {e:#}"),
