@@ -70,8 +70,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load()?;
     let pool = db::pool(config.database_url.expose(), 2)?;
     if matches!(cli.command, Command::Migrate) {
-        db::migrate(&pool).await?;
-        println!("migrations applied");
+        match db::migrate_counting(&pool).await? {
+            0 => println!("unchanged"),
+            n => println!("applied {n} migration(s)"),
+        }
         return Ok(());
     }
     let service = Service::new(pool, config.service_settings());

@@ -27,6 +27,37 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
+/// Like [`migrate`], and says how many migrations it applied (0: the schema was up to date), so
+/// that `pvpnctl migrate` and Ansible can report a change only when there was one.
+pub async fn migrate_counting(pool: &PgPool) -> Result<usize, sqlx::migrate::MigrateError> {
+    let applied = |versions: Vec<i64>| {
+        MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .filter(|m| versions.contains(&m.version))
+            .count()
+    };
+    let before = applied(applied_versions(pool).await?);
+    migrate(pool).await?;
+    let after = applied(applied_versions(pool).await?);
+    Ok(after.saturating_sub(before))
+}
+
+/// Versions recorded as applied; none when the bookkeeping table does not exist yet.
+async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, sqlx::migrate::MigrateError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    Ok(
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
 /// A pool on `url`. Connecting is lazy, so a database that is down at start only makes calls
 /// fail with `Unavailable` until it is back.
 pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
