@@ -112,6 +112,12 @@ async fn entries_are_acknowledged_only_once_the_interface_holds_them() {
         (node.pending() == 0).then_some(())
     })
     .await;
+    // The heartbeat says why the agent reconciled.
+    eventually("a heartbeat reporting the recovery reconcile", || {
+        let report = node.heartbeat()?.last_reconcile?;
+        (report.trigger == ReconcileTrigger::InterfaceRecovered).then_some(())
+    })
+    .await;
     agent.stop().await;
 }
 

@@ -162,6 +162,8 @@ pub enum ReconcileTrigger {
     StreamLost,
     Requested,
     Periodic,
+    /// The interface failed (it may have been recreated empty) and answers again.
+    InterfaceRecovered,
 }
 
 /// What one reconcile changed on the interface: the drift it found.

@@ -270,7 +270,7 @@ impl NodeAgent {
             }
             SessionError::WireGuard(_) => {
                 self.pending_reconcile
-                    .get_or_insert(ReconcileTrigger::Startup);
+                    .get_or_insert(ReconcileTrigger::InterfaceRecovered);
             }
             SessionError::SnapshotMissing(_) | SessionError::BadSnapshot(_) => {}
         }
