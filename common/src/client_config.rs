@@ -373,8 +373,10 @@ mod tests {
             .args(["show", &iface, "peers"])
             .output()
             .unwrap();
+        // SIGKILL leaves the socket file behind; remove it so nothing of this test remains.
         let _ = wg_go.kill();
         let _ = wg_go.wait();
+        let _ = std::fs::remove_file(&sock);
         assert!(
             set.status.success(),
             "wg setconf: {}",
