@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -87,20 +87,9 @@ impl ChildProcess {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
+        if !pvpn_testkit::terminate(&mut child, grace) {
+            tracing::warn!("{} did not stop within {grace:?}; killed it", self.name);
         }
-        tracing::warn!("{} did not stop within {grace:?}; killing it", self.name);
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

@@ -16,6 +16,29 @@ pub mod netns;
 pub mod postgres;
 pub mod redis_server;
 
+/// Stops `child` the polite way: SIGTERM, up to `grace` for it to exit on its own (and clean up
+/// after itself: sockets, TUN devices, connections), then SIGKILL. Returns whether it exited
+/// within the grace period.
+pub fn terminate(child: &mut std::process::Child, grace: std::time::Duration) -> bool {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
 /// A short random suffix for names that must not collide between concurrent tests.
 pub fn unique_suffix() -> String {
     use rand::Rng;

@@ -356,21 +356,7 @@ impl WgInterface {
             return;
         };
         // SIGTERM first so wireguard-go removes its socket and TUN itself; SIGKILL if it lingers.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Ok(None) = child.try_wait() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        crate::terminate(&mut child, Duration::from_secs(3));
         let _ = std::fs::remove_file(self.socket_path());
     }
 }
