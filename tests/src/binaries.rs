@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+use std::process::Command;
+
 use anyhow::{Context, Result, bail};
 
 /// The three PVPN programs.
@@ -45,5 +47,24 @@ impl Binaries {
             ctl: find("pvpnctl")?,
             agent: find("pvpn-agent")?,
         })
+    }
+
+    /// Runs `pvpnctl <args>` with `env` (at least `DATABASE_URL`) and no `PVPN_CONFIG` file, so it
+    /// acts on exactly the database given; returns stdout, or an error with what it printed.
+    pub fn pvpnctl(&self, env: &[(&str, &str)], args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.ctl)
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("PVPN_CONFIG")
+            .output()
+            .context("running pvpnctl")?;
+        if !out.status.success() {
+            bail!(
+                "pvpnctl {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }

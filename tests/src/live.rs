@@ -160,16 +160,7 @@ pub async fn run() -> Result<()> {
         iface.backend()
     );
 
-    let ctl = |args: &[&str]| -> Result<String> {
-        let out = Command::new(&bins.ctl)
-            .args(args)
-            .env("DATABASE_URL", &database_url)
-            .output()?;
-        if !out.status.success() {
-            bail!("pvpnctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let ctl = |args: &[&str]| bins.pvpnctl(&[("DATABASE_URL", database_url.as_str())], args);
     ctl(&["migrate"])?;
     ctl(&["region", "add", "local", "--name", "Local"])?;
     let subnet_text = subnet.net().to_string();

@@ -5,11 +5,10 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use pvpn_testkit::botapi::BotApiServer;
 use pvpn_testkit::postgres::TestDatabase;
 use pvpn_testkit::redis_server::RedisServer;
@@ -71,21 +70,12 @@ impl Stack {
 
     /// Runs `pvpnctl <args>` against the stack's database and returns its stdout.
     pub fn ctl(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.bins.ctl)
-            .args(args)
-            .env("DATABASE_URL", self.database.url())
-            .env("REDIS_URL", self.redis.url())
-            .env_remove("PVPN_CONFIG")
-            .output()
-            .context("running pvpnctl")?;
-        if !out.status.success() {
-            bail!(
-                "pvpnctl {args:?} failed: {}{}",
-                String::from_utf8_lossy(&out.stderr),
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let redis_url = self.redis.url();
+        let env = [
+            ("DATABASE_URL", self.database.url()),
+            ("REDIS_URL", redis_url.as_str()),
+        ];
+        self.bins.pvpnctl(&env, args)
     }
 
     /// Registers a site's region and node with `pvpnctl`, as an operator (or Ansible) would.
