@@ -4,11 +4,11 @@
 //! peers whose allowed IPs, preshared key or keepalive differ, and adds missing peers. Peers that
 //! already match are not touched, so their sessions (handshake, endpoint, counters) survive.
 
-use pvpn_common::PublicKey;
+use pvpn_common::{PeerSpec, PublicKey};
 use std::collections::BTreeSet;
 
 use crate::snapshot::Snapshot;
-use crate::wireguard::{InterfacePeer, PeerChange, matches_spec};
+use crate::wireguard::{InterfacePeer, PeerChange};
 
 /// What a reconcile will do, with the drift counts it reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +18,30 @@ pub struct Plan {
     pub added: u32,
     pub removed: u32,
     pub updated: u32,
+}
+
+/// Whether the interface peer already matches `desired` (allowed IPs compared as sets).
+///
+/// Both sides are destructured without `..`: a field added to [`PeerSpec`] is a compile error
+/// here until this comparison says how to compare it, instead of a difference reconcile ignores.
+fn matches_spec(actual: &PeerSpec, desired: &PeerSpec) -> bool {
+    let PeerSpec {
+        public_key,
+        allowed_ips,
+        preshared_key,
+        persistent_keepalive,
+    } = actual;
+    let PeerSpec {
+        public_key: want_public_key,
+        allowed_ips: want_allowed_ips,
+        preshared_key: want_preshared_key,
+        persistent_keepalive: want_persistent_keepalive,
+    } = desired;
+    let as_set = |ips: &[ipnet::IpNet]| ips.iter().copied().collect::<BTreeSet<_>>();
+    public_key == want_public_key
+        && as_set(allowed_ips) == as_set(want_allowed_ips)
+        && preshared_key == want_preshared_key
+        && persistent_keepalive == want_persistent_keepalive
 }
 
 /// Plans the changes that make `actual` equal to `snapshot`.

@@ -93,17 +93,3 @@ pub fn apply_in_chunks(wg: &dyn WireGuard, changes: &[PeerChange]) -> Result<(),
     }
     Ok(())
 }
-
-/// Whether the interface peer already matches `desired` (allowed IPs compared as sets).
-pub fn matches_spec(actual: &PeerSpec, desired: &PeerSpec) -> bool {
-    let mut a = actual.allowed_ips.clone();
-    let mut d = desired.allowed_ips.clone();
-    a.sort();
-    a.dedup();
-    d.sort();
-    d.dedup();
-    actual.public_key == desired.public_key
-        && a == d
-        && actual.preshared_key == desired.preshared_key
-        && actual.persistent_keepalive == desired.persistent_keepalive
-}
