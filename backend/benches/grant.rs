@@ -75,7 +75,10 @@ async fn main() {
     // Sequential grants, no relay running.
     let start = Instant::now();
     for id in 1..=i64::from(devices) {
-        service.grant_device(id, "nl", None).await.unwrap();
+        service
+            .grant_device(id, &"nl".parse().unwrap(), None)
+            .await
+            .unwrap();
     }
     println!(
         "{devices} sequential grants: {}",
@@ -116,7 +119,9 @@ async fn main() {
             let (s, limit) = (service.clone(), limit.clone());
             tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await.unwrap();
-                s.grant_device(id, "nl", None).await.map(|_| ())
+                s.grant_device(id, &"nl".parse().unwrap(), None)
+                    .await
+                    .map(|_| ())
             })
         })
         .collect();

@@ -177,7 +177,7 @@ async fn migrate_when_reachable(
     loop {
         match db::migrate(pool).await {
             Ok(()) => return Ok(()),
-            Err(sqlx::migrate::MigrateError::Execute(e)) if is_connection_error(&e) => {
+            Err(sqlx::migrate::MigrateError::Execute(e)) if db::is_unreachable(&e) => {
                 let (delay, first) = backoff.fail();
                 if first {
                     tracing::warn!(error = %e, "database unreachable; retrying migrations");
@@ -190,11 +190,4 @@ async fn migrate_when_reachable(
             Err(e) => return Err(e).context("running database migrations"),
         }
     }
-}
-
-fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
-    )
 }

@@ -9,7 +9,6 @@
 //! - [`cli`]: `pvpnctl`, the admin CLI.
 //! - [`config`]: the one configuration struct (TOML file + environment).
 //! - [`db`]: the PostgreSQL schema (migrations embedded from `migrations/`) and queries.
-//! - [`outbox`]: writing desired-state changes to the outbox in the caller's transaction.
 //! - [`relay`]: publishes outbox rows to Redis (snapshot + revision + stream, atomically), epoch.
 //! - [`feedback`]: agents' heartbeats and stats from Redis into PostgreSQL.
 //! - [`scheduler`]: revokes expired access on a timer.
@@ -25,7 +24,6 @@ pub mod db;
 pub mod feedback;
 pub mod http;
 pub mod metrics;
-pub mod outbox;
 pub mod relay;
 pub mod scheduler;
 pub mod service;

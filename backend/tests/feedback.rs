@@ -74,11 +74,11 @@ async fn heartbeats_and_stats_are_stored() {
     user(&env.service, 1).await;
     let device = env
         .service
-        .grant_device(1, "nl", None)
+        .grant_device(1, &"nl".parse().unwrap(), None)
         .await
         .unwrap()
         .device;
-    let key: PublicKey = device.public_key.parse().unwrap();
+    let key: PublicKey = device.public_key;
     let consumer = start_feedback(&env.pool, &redis.url());
     let mut conn = connect(&redis.url()).await;
 
@@ -204,13 +204,11 @@ async fn consumer_survives_redis_restart_and_recreates_its_group() {
     user(&env.service, 1).await;
     let key: PublicKey = env
         .service
-        .grant_device(1, "nl", None)
+        .grant_device(1, &"nl".parse().unwrap(), None)
         .await
         .unwrap()
         .device
-        .public_key
-        .parse()
-        .unwrap();
+        .public_key;
     let consumer = start_feedback(&env.pool, &redis.url());
     wait_for("the feedback group", LIMIT, || async {
         let k = RegionKeys::new(&RegionCode::new("nl").unwrap()).feedback();

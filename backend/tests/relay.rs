@@ -30,11 +30,15 @@ async fn grant_reaches_snapshot_and_stream_with_its_revision() {
     // An empty node still has a snapshot at revision 0: absent would mean "Redis lost data".
     assert_eq!(snapshot(&mut conn, "nl", "nl-1").await.0, Some(0));
 
-    let granted = env.service.grant_device(1, "nl", None).await.unwrap();
+    let granted = env
+        .service
+        .grant_device(1, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap();
     wait_published(&env.pool).await;
     let (revision, peers) = snapshot(&mut conn, "nl", "nl-1").await;
     assert_eq!(revision, Some(1));
-    let peer = &peers[&granted.device.public_key];
+    let peer = &peers[&granted.device.public_key.to_base64()];
     assert_eq!(peer.allowed_ips[0].to_string(), "198.18.0.2/32");
     assert!(peer.preshared_key.is_some());
     let events = events(&mut conn, "nl").await;
@@ -70,10 +74,26 @@ async fn revoke_reissue_ban_and_expiry_produce_their_events() {
     })
     .await;
 
-    let a = s.grant_device(1, "nl", None).await.unwrap().device; // rev 1
-    let b = s.grant_device(1, "nl", None).await.unwrap().device; // rev 2
-    let c = s.grant_device(2, "nl", None).await.unwrap().device; // rev 3
-    let d = s.grant_device(3, "nl", None).await.unwrap().device; // rev 4
+    let a = s
+        .grant_device(1, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap()
+        .device; // rev 1
+    let b = s
+        .grant_device(1, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap()
+        .device; // rev 2
+    let c = s
+        .grant_device(2, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap()
+        .device; // rev 3
+    let d = s
+        .grant_device(3, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap()
+        .device; // rev 4
     s.revoke_device(1, a.id).await.unwrap(); // rev 5
     let b2 = s.reissue_device(1, b.id).await.unwrap().device; // rev 6 remove, 7 upsert
     s.ban_user(&Actor::Telegram(9), &UserRef::TelegramId(2))
@@ -111,16 +131,16 @@ async fn revoke_reissue_ban_and_expiry_produce_their_events() {
     assert_eq!(
         removed,
         [
-            a.public_key.clone(),
-            b.public_key.clone(),
-            c.public_key.clone(),
-            d.public_key.clone()
+            a.public_key.to_base64(),
+            b.public_key.to_base64(),
+            c.public_key.to_base64(),
+            d.public_key.to_base64()
         ]
     );
     let (_, peers) = snapshot(&mut conn, "nl", "nl-1").await;
     assert_eq!(
-        peers.keys().map(String::as_str).collect::<Vec<_>>(),
-        [b2.public_key.as_str()]
+        peers.keys().cloned().collect::<Vec<_>>(),
+        [b2.public_key.to_base64()]
     );
     assert_snapshot_matches(&env.pool, &mut conn, "nl", "nl-1").await;
     relay.stop().await;
@@ -149,12 +169,18 @@ async fn unreachable_redis_delays_changes_then_publishes_each_once_in_order() {
         epoch_present(&mut connect(&redis.url()).await, "nl").await
     })
     .await;
-    env.service.grant_device(1, "nl", None).await.unwrap();
+    env.service
+        .grant_device(1, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap();
     wait_published(&env.pool).await;
 
     proxy.cut();
     for id in 2..=10 {
-        env.service.grant_device(id, "nl", None).await.unwrap();
+        env.service
+            .grant_device(id, &"nl".parse().unwrap(), None)
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -199,17 +225,29 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres() {
     }
     let relay = start_relay(&env.pool, &redis.url());
     for id in 1..=3 {
-        env.service.grant_device(id, "nl", None).await.unwrap();
+        env.service
+            .grant_device(id, &"nl".parse().unwrap(), None)
+            .await
+            .unwrap();
     }
-    env.service.grant_device(4, "de", None).await.unwrap();
+    env.service
+        .grant_device(4, &"de".parse().unwrap(), None)
+        .await
+        .unwrap();
     wait_published(&env.pool).await;
 
     // Redis stops while grants happen, then comes back without its data.
     redis.stop();
     let revoked = env.service.list_devices(1).await.unwrap()[0].id;
     env.service.revoke_device(1, revoked).await.unwrap();
-    env.service.grant_device(5, "nl", None).await.unwrap();
-    env.service.grant_device(6, "de", None).await.unwrap();
+    env.service
+        .grant_device(5, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap();
+    env.service
+        .grant_device(6, &"de".parse().unwrap(), None)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         unpublished(&env.pool).await > 0,
@@ -241,7 +279,10 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres() {
         epoch_present(&mut connect(&redis.url()).await, "nl").await
     })
     .await;
-    env.service.grant_device(1, "nl", None).await.unwrap();
+    env.service
+        .grant_device(1, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap();
     wait_published(&env.pool).await;
     for (region, node) in [("nl", "nl-1"), ("nl", "nl-2"), ("de", "de-1")] {
         assert_snapshot_matches(&env.pool, &mut conn, region, node).await;
@@ -302,7 +343,10 @@ async fn one_relay_publishes_and_a_second_takes_over_when_it_stops() {
     .await;
     let second = start_relay(&env.pool, &redis.url());
     for id in 1..=10 {
-        env.service.grant_device(id, "nl", None).await.unwrap();
+        env.service
+            .grant_device(id, &"nl".parse().unwrap(), None)
+            .await
+            .unwrap();
     }
     wait_published(&env.pool).await;
     let leaders: i64 = sqlx::query_scalar(
@@ -316,7 +360,10 @@ async fn one_relay_publishes_and_a_second_takes_over_when_it_stops() {
 
     first.stop().await;
     for id in 11..=20 {
-        env.service.grant_device(id, "nl", None).await.unwrap();
+        env.service
+            .grant_device(id, &"nl".parse().unwrap(), None)
+            .await
+            .unwrap();
     }
     wait_published(&env.pool).await;
     let mut conn = connect(&redis.url()).await;

@@ -15,7 +15,7 @@ async fn grant_places_lowest_address_and_renders_config() {
 
     let granted = env
         .service
-        .grant_device(100, "nl", Some("phone"))
+        .grant_device(100, &"nl".parse().unwrap(), Some("phone"))
         .await
         .unwrap();
     assert_eq!(granted.device.address.to_string(), "198.18.0.2");
@@ -32,9 +32,13 @@ async fn grant_places_lowest_address_and_renders_config() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(private.public_key().to_base64(), granted.device.public_key);
+    assert_eq!(private.public_key(), granted.device.public_key);
 
-    let second = env.service.grant_device(100, "nl", None).await.unwrap();
+    let second = env
+        .service
+        .grant_device(100, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap();
     assert_eq!(second.device.address.to_string(), "198.18.0.3");
     assert_eq!(second.device.name, "device-2");
 
@@ -54,7 +58,7 @@ async fn revoking_someone_elses_device_changes_nothing() {
     user(&env.service, 2).await;
     let mine = env
         .service
-        .grant_device(1, "nl", None)
+        .grant_device(1, &"nl".parse().unwrap(), None)
         .await
         .unwrap()
         .device;
@@ -84,14 +88,21 @@ async fn revoking_someone_elses_device_changes_nothing() {
 
     let revoked = env.service.revoke_device(1, mine.id).await.unwrap();
     assert_eq!(revoked.status, DeviceStatus::Revoked);
-    assert_eq!(revoked.revoke_reason.as_deref(), Some("user"));
+    assert_eq!(
+        revoked.revoke_reason,
+        Some(pvpn_backend::service::RevokeReason::User)
+    );
     assert!(env.service.list_devices(1).await.unwrap().is_empty());
     assert_eq!(
         env.service.revoke_device(1, mine.id).await.unwrap_err(),
         ServiceError::DeviceNotFound
     );
     // The address is free again.
-    let again = env.service.grant_device(1, "nl", None).await.unwrap();
+    let again = env
+        .service
+        .grant_device(1, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap();
     assert_eq!(again.device.address, mine.address);
 }
 
@@ -100,7 +111,11 @@ async fn reissue_keeps_address_and_changes_key() {
     let env = env().await;
     seed_region(&env.service, "nl", &[("nl-1", "198.18.0.0/24", 10)]).await;
     user(&env.service, 1).await;
-    let first = env.service.grant_device(1, "nl", None).await.unwrap();
+    let first = env
+        .service
+        .grant_device(1, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap();
     let second = env
         .service
         .reissue_device(1, first.device.id)
@@ -132,31 +147,41 @@ async fn refusals_have_distinct_errors() {
     seed_region(&env.service, "empty", &[]).await;
     let s = &env.service;
     assert_eq!(
-        s.grant_device(1, "nl", None).await.unwrap_err(),
+        s.grant_device(1, &"nl".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
         ServiceError::NotRegistered
     );
     user(s, 1).await;
     user(s, 2).await;
     assert_eq!(
-        s.grant_device(1, "xx", None).await.unwrap_err(),
+        s.grant_device(1, &"xx".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
         ServiceError::RegionNotFound
     );
+    // A malformed code never reaches the service: callers parse it at their edge.
+    assert!("NOT VALID".parse::<pvpn_common::RegionCode>().is_err());
     assert_eq!(
-        s.grant_device(1, "NOT VALID", None).await.unwrap_err(),
-        ServiceError::RegionNotFound
-    );
-    assert_eq!(
-        s.grant_device(1, "empty", None).await.unwrap_err(),
+        s.grant_device(1, &"empty".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
         ServiceError::RegionUnavailable
     );
     assert!(matches!(
-        s.grant_device(1, "nl", Some("")).await.unwrap_err(),
+        s.grant_device(1, &"nl".parse().unwrap(), Some(""))
+            .await
+            .unwrap_err(),
         ServiceError::InvalidInput(_)
     ));
     // A /30 holds exactly one client, whatever the configured capacity says.
-    s.grant_device(1, "nl", None).await.unwrap();
+    s.grant_device(1, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap();
     assert_eq!(
-        s.grant_device(2, "nl", None).await.unwrap_err(),
+        s.grant_device(2, &"nl".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
         ServiceError::RegionFull
     );
 
@@ -164,7 +189,9 @@ async fn refusals_have_distinct_errors() {
         .await
         .unwrap();
     assert_eq!(
-        s.grant_device(2, "de", None).await.unwrap_err(),
+        s.grant_device(2, &"de".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
         ServiceError::RegionUnavailable
     );
     assert!(
@@ -178,7 +205,9 @@ async fn refusals_have_distinct_errors() {
         .await
         .unwrap();
     assert_eq!(
-        s.grant_device(2, "de", None).await.unwrap_err(),
+        s.grant_device(2, &"de".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
         ServiceError::RegionNotFound
     );
     assert!(
@@ -196,9 +225,13 @@ async fn refusals_have_distinct_errors() {
     s.set_device_limit(&admin, &UserRef::TelegramId(2), 1)
         .await
         .unwrap();
-    s.grant_device(2, "de", None).await.unwrap();
+    s.grant_device(2, &"de".parse().unwrap(), None)
+        .await
+        .unwrap();
     assert_eq!(
-        s.grant_device(2, "de", None).await.unwrap_err(),
+        s.grant_device(2, &"de".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
         ServiceError::DeviceLimitReached { limit: 1 }
     );
 
@@ -210,14 +243,18 @@ async fn refusals_have_distinct_errors() {
         .await
         .unwrap();
     assert_eq!(
-        s.grant_device(2, "de", None).await.unwrap_err(),
+        s.grant_device(2, &"de".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
         ServiceError::AccessExpired
     );
 
     let banned = s.ban_user(&admin, &UserRef::TelegramId(1)).await.unwrap();
     assert_eq!(banned.revoked_devices, 1);
     assert_eq!(
-        s.grant_device(1, "de", None).await.unwrap_err(),
+        s.grant_device(1, &"de".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
         ServiceError::Banned
     );
     assert!(s.list_devices(1).await.unwrap().is_empty());
@@ -236,7 +273,7 @@ async fn a_freed_address_in_the_middle_is_reused_first() {
     for expected in [2, 3, 4] {
         let device = env
             .service
-            .grant_device(1, "nl", None)
+            .grant_device(1, &"nl".parse().unwrap(), None)
             .await
             .unwrap()
             .device;
@@ -248,7 +285,7 @@ async fn a_freed_address_in_the_middle_is_reused_first() {
     for _ in 0..3 {
         got.push(
             env.service
-                .grant_device(1, "nl", None)
+                .grant_device(1, &"nl".parse().unwrap(), None)
                 .await
                 .unwrap()
                 .device
@@ -259,7 +296,10 @@ async fn a_freed_address_in_the_middle_is_reused_first() {
     // .3 was freed; .5 and .6 are next; a /29 has no .7 for clients (broadcast).
     assert_eq!(got, [3, 5, 6]);
     assert_eq!(
-        env.service.grant_device(1, "nl", None).await.unwrap_err(),
+        env.service
+            .grant_device(1, &"nl".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
         ServiceError::RegionFull
     );
 }

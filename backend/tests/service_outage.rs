@@ -36,11 +36,16 @@ async fn database_outage_is_unavailable_not_internal() {
         service.register_user(2, None, Language::En, None).await
     ));
     assert!(unavailable(service.list_regions().await));
-    assert!(unavailable(service.grant_device(1, "nl", None).await));
+    assert!(unavailable(
+        service.grant_device(1, &"nl".parse().unwrap(), None).await
+    ));
     assert!(unavailable(service.list_devices(1).await));
 
     proxy.restore();
-    let granted = service.grant_device(1, "nl", None).await.unwrap();
+    let granted = service
+        .grant_device(1, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap();
     assert_eq!(
         service.list_devices(1).await.unwrap()[0].id,
         granted.device.id

@@ -47,21 +47,30 @@ impl ClientSubnet {
         Ipv4Addr::from(u32::from(self.0.network()) + 1)
     }
 
+    /// The first and the last address a client may get: the one place that says which
+    /// addresses of the subnet are the clients' (network, node and broadcast are not).
+    pub fn client_range(&self) -> (Ipv4Addr, Ipv4Addr) {
+        (
+            Ipv4Addr::from(u32::from(self.0.network()) + 2),
+            Ipv4Addr::from(u32::from(self.0.broadcast()) - 1),
+        )
+    }
+
     /// Every address a client may get, in order.
     pub fn client_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + use<> {
-        let first = u32::from(self.0.network()) + 2;
-        let last = u32::from(self.0.broadcast()) - 1;
-        (first..=last).map(Ipv4Addr::from)
+        let (first, last) = self.client_range();
+        (u32::from(first)..=u32::from(last)).map(Ipv4Addr::from)
     }
 
     /// How many clients the subnet can hold.
     pub fn client_capacity(&self) -> u32 {
-        u32::from(self.0.broadcast()) - u32::from(self.0.network()) - 2
+        let (first, last) = self.client_range();
+        u32::from(last) - u32::from(first) + 1
     }
 
     pub fn contains_client(&self, addr: Ipv4Addr) -> bool {
-        let a = u32::from(addr);
-        a >= u32::from(self.0.network()) + 2 && a < u32::from(self.0.broadcast())
+        let (first, last) = self.client_range();
+        (first..=last).contains(&addr)
     }
 
     /// The lowest client address not in `used`.

@@ -1,6 +1,8 @@
 //! The desired state of one peer on a node: what the backend wants the node's interface to hold.
 
-use ipnet::IpNet;
+use std::net::Ipv4Addr;
+
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{PresharedKey, PublicKey};
@@ -37,6 +39,22 @@ pub struct PeerSpec {
 }
 
 impl PeerSpec {
+    /// The peer a client device is on its node: routed to exactly its own address, with its
+    /// preshared key if it has one, keepalives left to the client. The one place this is decided:
+    /// the backend builds both the streamed change and the republished snapshot with it.
+    pub fn for_client(
+        public_key: PublicKey,
+        preshared_key: Option<PresharedKey>,
+        address: Ipv4Addr,
+    ) -> Self {
+        Self {
+            public_key,
+            allowed_ips: vec![IpNet::V4(Ipv4Net::from(address))],
+            preshared_key,
+            persistent_keepalive: None,
+        }
+    }
+
     /// Checks what the type system cannot: a non-empty, bounded list of network-form prefixes.
     pub fn validate(&self) -> Result<(), PeerSpecError> {
         if self.allowed_ips.is_empty() {

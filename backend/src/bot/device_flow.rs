@@ -172,11 +172,7 @@ pub(super) async fn grant(
         bot.send_message(chat, t.rate_limited(wait)).await?;
         return Ok(());
     }
-    match ctx
-        .service
-        .grant_device(user_id, region.as_str(), name)
-        .await
-    {
+    match ctx.service.grant_device(user_id, &region, name).await {
         Ok(granted) => {
             super::close_dialogue(dialogue).await;
             send_config(bot, chat, t, granted).await

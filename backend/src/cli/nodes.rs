@@ -10,7 +10,7 @@ use pvpn_common::{NodeName, PublicKey, RegionCode};
 use serde_json::json;
 
 use super::{actor, output};
-use crate::service::{NodeDeclaration, Service};
+use crate::service::{NodeDeclaration, NodeState, Service};
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
@@ -79,9 +79,7 @@ pub async fn run(service: &Service, cmd: NodeCommand, json: bool) -> anyhow::Res
             }
         }
         NodeCommand::List { region } => {
-            let nodes = service
-                .node_statuses(region.as_ref().map(RegionCode::as_str))
-                .await?;
+            let nodes = service.node_statuses(region.as_ref()).await?;
             if json {
                 return output::json(&nodes);
             }
@@ -91,7 +89,7 @@ pub async fn run(service: &Service, cmd: NodeCommand, json: bool) -> anyhow::Res
                     vec![
                         n.name.to_string(),
                         n.region.to_string(),
-                        n.status.clone(),
+                        n.status.to_string(),
                         n.endpoint.clone(),
                         n.subnet.clone(),
                         format!("{}/{}", n.devices, n.capacity),
@@ -122,7 +120,11 @@ pub async fn run(service: &Service, cmd: NodeCommand, json: bool) -> anyhow::Res
 
 async fn set(service: &Service, name: NodeName, enabled: bool, json: bool) -> anyhow::Result<()> {
     service.set_node_enabled(&actor(), &name, enabled).await?;
-    let status = if enabled { "active" } else { "disabled" };
+    let status = if enabled {
+        NodeState::Active
+    } else {
+        NodeState::Disabled
+    };
     if json {
         output::json(&json!({ "node": name.as_str(), "status": status }))
     } else {

@@ -122,7 +122,7 @@ pub async fn status(service: &Service, json: bool) -> anyhow::Result<()> {
             vec![
                 n.name.to_string(),
                 n.region.to_string(),
-                n.status.clone(),
+                n.status.to_string(),
                 if n.up { "up".into() } else { "down".into() },
                 output::opt(n.heartbeat_age_secs.map(|s| format!("{s}s"))),
                 n.revision.to_string(),

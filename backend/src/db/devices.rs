@@ -1,26 +1,98 @@
-//! Queries on `devices`. Addresses travel as text (`host(address)`) and are parsed by the caller.
+//! Queries on `devices`. Addresses travel as text (`host(address)`) and are parsed into their
+//! types when the row is read, like every other typed column.
+
+use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use pvpn_common::{NodeName, PeerSpec, PresharedKey, PublicKey, RegionCode};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, Row};
+
+use super::values::{DeviceStatus, RevokeReason, parsed, parsed_secret_opt};
 
 /// A device with its node's region, as users and admins see it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeviceRow {
     pub id: i64,
     pub user_id: i64,
     pub name: String,
-    pub region: String,
+    pub region: RegionCode,
     pub region_name: String,
-    pub node: String,
-    pub address: String,
-    pub public_key: String,
-    pub status: String,
-    pub revoke_reason: Option<String>,
+    pub node: NodeName,
+    pub address: Ipv4Addr,
+    pub public_key: PublicKey,
+    pub status: DeviceStatus,
+    pub revoke_reason: Option<RevokeReason>,
     pub created_at: DateTime<Utc>,
     pub reissued_at: Option<DateTime<Utc>>,
     pub last_handshake_at: Option<DateTime<Utc>>,
     pub rx_bytes: i64,
     pub tx_bytes: i64,
+}
+
+impl<'r> FromRow<'r, PgRow> for DeviceRow {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            name: row.try_get("name")?,
+            region: parsed(row, "region")?,
+            region_name: row.try_get("region_name")?,
+            node: parsed(row, "node")?,
+            address: parsed(row, "address")?,
+            public_key: parsed(row, "public_key")?,
+            status: row.try_get("status")?,
+            revoke_reason: row.try_get("revoke_reason")?,
+            created_at: row.try_get("created_at")?,
+            reissued_at: row.try_get("reissued_at")?,
+            last_handshake_at: row.try_get("last_handshake_at")?,
+            rx_bytes: row.try_get("rx_bytes")?,
+            tx_bytes: row.try_get("tx_bytes")?,
+        })
+    }
+}
+
+/// A live device as its node must hold it: what a snapshot is built from.
+#[derive(Debug, Clone)]
+pub struct DevicePeer {
+    pub public_key: PublicKey,
+    pub preshared_key: Option<PresharedKey>,
+    pub address: Ipv4Addr,
+}
+
+impl DevicePeer {
+    /// The device's peer on its node ([`PeerSpec::for_client`], as the grant streamed it).
+    pub fn peer_spec(self) -> PeerSpec {
+        PeerSpec::for_client(self.public_key, self.preshared_key, self.address)
+    }
+}
+
+impl<'r> FromRow<'r, PgRow> for DevicePeer {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            public_key: parsed(row, "public_key")?,
+            preshared_key: parsed_secret_opt(row, "preshared_key")?,
+            address: parsed(row, "address")?,
+        })
+    }
+}
+
+/// One active device of a user, as revoking it needs it.
+#[derive(Debug, Clone)]
+pub struct DeviceKey {
+    pub id: i64,
+    pub node: NodeName,
+    pub public_key: PublicKey,
+}
+
+impl<'r> FromRow<'r, PgRow> for DeviceKey {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            node: parsed(row, "node")?,
+            public_key: parsed(row, "public_key")?,
+        })
+    }
 }
 
 macro_rules! select_device {
@@ -71,27 +143,27 @@ pub async fn lock_active_of_user(
 pub async fn insert(
     conn: &mut PgConnection,
     user_id: i64,
-    node: &str,
+    node: &NodeName,
     name: &str,
-    public_key: &str,
-    preshared_key: Option<&str>,
-    address: &str,
+    public_key: &PublicKey,
+    preshared_key: Option<&PresharedKey>,
+    address: Ipv4Addr,
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "INSERT INTO devices (user_id, node, name, public_key, preshared_key, address)
          VALUES ($1, $2, $3, $4, $5, $6::inet) RETURNING id",
     )
     .bind(user_id)
-    .bind(node)
+    .bind(node.as_str())
     .bind(name)
-    .bind(public_key)
-    .bind(preshared_key)
-    .bind(address)
+    .bind(public_key.to_base64())
+    .bind(preshared_key.map(PresharedKey::to_base64))
+    .bind(address.to_string())
     .fetch_one(conn)
     .await
 }
 
-pub async fn revoke(conn: &mut PgConnection, id: i64, reason: &str) -> sqlx::Result<()> {
+pub async fn revoke(conn: &mut PgConnection, id: i64, reason: RevokeReason) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE devices SET status = 'revoked', revoked_at = now(), revoke_reason = $2
          WHERE id = $1 AND status = 'active'",
@@ -107,8 +179,8 @@ pub async fn revoke(conn: &mut PgConnection, id: i64, reason: &str) -> sqlx::Res
 pub async fn replace_key(
     conn: &mut PgConnection,
     id: i64,
-    public_key: &str,
-    preshared_key: Option<&str>,
+    public_key: &PublicKey,
+    preshared_key: Option<&PresharedKey>,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE devices SET public_key = $2, preshared_key = $3, reissued_at = now(),
@@ -116,8 +188,8 @@ pub async fn replace_key(
          WHERE id = $1",
     )
     .bind(id)
-    .bind(public_key)
-    .bind(preshared_key)
+    .bind(public_key.to_base64())
+    .bind(preshared_key.map(PresharedKey::to_base64))
     .execute(conn)
     .await?;
     Ok(())
@@ -131,17 +203,17 @@ pub async fn count_live_on_node(conn: &mut PgConnection, node: &str) -> sqlx::Re
         .await
 }
 
-/// The lowest address in `first..=last` that no live device of the node holds, as text: `first`
+/// The lowest address in `first..=last` that no live device of the node holds: `first`
 /// if it is free, else the address after the first live address whose successor is not live.
 /// One ordered scan of the `devices_live_address` index inside PostgreSQL that stops at the
 /// first gap, so a grant does not read every address of a big node.
 pub async fn lowest_free_address(
     conn: &mut PgConnection,
     node: &str,
-    first: &str,
-    last: &str,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+    first: Ipv4Addr,
+    last: Ipv4Addr,
+) -> sqlx::Result<Option<Ipv4Addr>> {
+    let free: Option<String> = sqlx::query_scalar(
         "SELECT host(c.candidate) FROM (
              SELECT $2::inet AS candidate
              WHERE NOT EXISTS (SELECT 1 FROM devices
@@ -158,19 +230,21 @@ pub async fn lowest_free_address(
          ORDER BY c.candidate LIMIT 1",
     )
     .bind(node)
-    .bind(first)
-    .bind(last)
+    .bind(first.to_string())
+    .bind(last.to_string())
     .fetch_optional(conn)
-    .await
+    .await?;
+    free.map(|a| {
+        a.parse()
+            .map_err(|_| super::values::bad_column("address", format!("invalid value {a:?}")))
+    })
+    .transpose()
 }
 
-/// What a node's snapshot is built from: `(public_key, preshared_key, address)` of live devices.
-pub async fn peers_of_node(
-    conn: &mut PgConnection,
-    node: &str,
-) -> sqlx::Result<Vec<(String, Option<String>, String)>> {
+/// What a node's snapshot is built from: its live devices.
+pub async fn peers_of_node(conn: &mut PgConnection, node: &str) -> sqlx::Result<Vec<DevicePeer>> {
     sqlx::query_as(
-        "SELECT public_key, preshared_key, host(address) FROM devices
+        "SELECT public_key, preshared_key, host(address) AS address FROM devices
          WHERE node = $1 AND status = 'active' ORDER BY id",
     )
     .bind(node)
@@ -178,12 +252,12 @@ pub async fn peers_of_node(
     .await
 }
 
-/// `(id, node, public_key)` of a user's active devices, ordered by node name so that locking
-/// their nodes happens in one global order.
+/// A user's active devices, ordered by node name so that locking their nodes happens in one
+/// global order.
 pub async fn active_keys_of_user(
     conn: &mut PgConnection,
     user_id: i64,
-) -> sqlx::Result<Vec<(i64, String, String)>> {
+) -> sqlx::Result<Vec<DeviceKey>> {
     sqlx::query_as(
         "SELECT id, node, public_key FROM devices WHERE user_id = $1 AND status = 'active'
          ORDER BY node, id",
@@ -191,6 +265,41 @@ pub async fn active_keys_of_user(
     .bind(user_id)
     .fetch_all(conn)
     .await
+}
+
+/// Adds one stats report of `node` to its active devices (the slices are parallel: key, raw rx
+/// and tx counters, last handshake); returns how many devices it updated.
+///
+/// The counters are raw interface counters that restart at zero when the interface is
+/// recreated. Each device keeps the last raw counter it saw (`rx_counter`) and the cumulative
+/// total (`rx_bytes`): a counter that grew adds the difference, a counter that shrank was reset
+/// and adds its whole value. Re-delivery of the same report adds nothing.
+pub async fn add_traffic(
+    conn: &mut PgConnection,
+    node: &str,
+    keys: &[String],
+    rx: &[i64],
+    tx: &[i64],
+    handshakes: &[Option<DateTime<Utc>>],
+) -> sqlx::Result<u64> {
+    let updated = sqlx::query(
+        "UPDATE devices d SET
+            rx_bytes = d.rx_bytes + CASE WHEN s.rx >= d.rx_counter THEN s.rx - d.rx_counter ELSE s.rx END,
+            tx_bytes = d.tx_bytes + CASE WHEN s.tx >= d.tx_counter THEN s.tx - d.tx_counter ELSE s.tx END,
+            rx_counter = s.rx,
+            tx_counter = s.tx,
+            last_handshake_at = GREATEST(d.last_handshake_at, s.hs)
+         FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::timestamptz[]) AS s(key, rx, tx, hs)
+         WHERE d.node = $1 AND d.public_key = s.key AND d.status = 'active'",
+    )
+    .bind(node)
+    .bind(keys)
+    .bind(rx)
+    .bind(tx)
+    .bind(handshakes)
+    .execute(conn)
+    .await?;
+    Ok(updated.rows_affected())
 }
 
 pub async fn count_active(conn: &mut PgConnection) -> sqlx::Result<i64> {

@@ -11,6 +11,7 @@ pub mod nodes;
 pub mod outbox;
 pub mod regions;
 pub mod users;
+pub mod values;
 
 use std::time::Duration;
 
@@ -56,6 +57,27 @@ async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, sqlx::migrate::Migr
             .fetch_all(pool)
             .await?,
     )
+}
+
+/// Whether `err` means "PostgreSQL cannot be reached right now" (a cut or refused connection,
+/// a full pool, a server shutting down or full) rather than a bug: the one answer to "is this a
+/// cut connection", for service calls (`Unavailable`) and the retries of background loops.
+pub fn is_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        // A connection cut mid-handshake shows up as a protocol error ("unexpected response
+        // from SSLRequest"): the server is unreachable, not our bug.
+        sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| ["57P01", "57P02", "57P03", "53300"].contains(&&*c)),
+        _ => false,
+    }
 }
 
 /// A pool on `url`. Connecting is lazy, so a database that is down at start only makes calls

@@ -1,21 +1,31 @@
 //! Queries on `nodes`: placement candidates, the per-node lock, revisions, admin edits, and what
 //! agents report.
 
-use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use std::net::IpAddr;
 
-/// One `nodes` row plus its number of live devices. Subnet and DNS travel as text.
-#[derive(Debug, Clone, sqlx::FromRow)]
+use chrono::{DateTime, Utc};
+use pvpn_common::addressing::ClientSubnet;
+use pvpn_common::client_config::Endpoint;
+use pvpn_common::wire::ReconcileReport;
+use pvpn_common::{NodeName, PublicKey, RegionCode};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, Row};
+
+use super::values::{NodeState, bad_column, parsed};
+
+/// One `nodes` row plus its number of live devices, typed: a value that does not parse is a
+/// decode error naming its column.
+#[derive(Debug, Clone)]
 pub struct NodeRow {
-    pub name: String,
-    pub region: String,
-    pub endpoint: String,
-    pub public_key: String,
+    pub name: NodeName,
+    pub region: RegionCode,
+    pub endpoint: Endpoint,
+    pub public_key: PublicKey,
     pub listen_port: i32,
-    pub subnet: String,
-    pub dns: Vec<String>,
+    pub subnet: ClientSubnet,
+    pub dns: Vec<IpAddr>,
     pub capacity: i32,
-    pub status: String,
+    pub status: NodeState,
     pub revision: i64,
     pub published_revision: i64,
     pub applied_revision: i64,
@@ -24,6 +34,38 @@ pub struct NodeRow {
     pub peer_count: Option<i32>,
     pub last_reconcile: Option<serde_json::Value>,
     pub devices: i64,
+}
+
+impl<'r> FromRow<'r, PgRow> for NodeRow {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        let subnet = ClientSubnet::new(parsed(row, "subnet")?)
+            .map_err(|e| bad_column("subnet", e.to_string()))?;
+        let dns = row
+            .try_get::<Vec<String>, _>("dns")?
+            .iter()
+            .map(|d| d.parse::<IpAddr>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad_column("dns", e.to_string()))?;
+        Ok(Self {
+            name: parsed(row, "name")?,
+            region: parsed(row, "region")?,
+            endpoint: parsed(row, "endpoint")?,
+            public_key: parsed(row, "public_key")?,
+            listen_port: row.try_get("listen_port")?,
+            subnet,
+            dns,
+            capacity: row.try_get("capacity")?,
+            status: row.try_get("status")?,
+            revision: row.try_get("revision")?,
+            published_revision: row.try_get("published_revision")?,
+            applied_revision: row.try_get("applied_revision")?,
+            last_heartbeat_at: row.try_get("last_heartbeat_at")?,
+            agent_version: row.try_get("agent_version")?,
+            peer_count: row.try_get("peer_count")?,
+            last_reconcile: row.try_get("last_reconcile")?,
+            devices: row.try_get("devices")?,
+        })
+    }
 }
 
 macro_rules! select_node {
@@ -163,7 +205,11 @@ pub async fn update(conn: &mut PgConnection, spec: &NodeSpec<'_>) -> sqlx::Resul
     Ok(())
 }
 
-pub async fn set_status(conn: &mut PgConnection, name: &str, status: &str) -> sqlx::Result<bool> {
+pub async fn set_status(
+    conn: &mut PgConnection,
+    name: &str,
+    status: NodeState,
+) -> sqlx::Result<bool> {
     let done = sqlx::query("UPDATE nodes SET status = $2 WHERE name = $1")
         .bind(name)
         .bind(status)
@@ -173,17 +219,69 @@ pub async fn set_status(conn: &mut PgConnection, name: &str, status: &str) -> sq
 }
 
 /// Names of the nodes of one region, in name order.
-pub async fn names_in_region(conn: &mut PgConnection, region: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT name FROM nodes WHERE region = $1 ORDER BY name")
+pub async fn names_in_region(conn: &mut PgConnection, region: &str) -> sqlx::Result<Vec<NodeName>> {
+    let rows = sqlx::query("SELECT name FROM nodes WHERE region = $1 ORDER BY name")
         .bind(region)
         .fetch_all(conn)
-        .await
+        .await?;
+    rows.iter().map(|r| parsed(r, "name")).collect()
 }
 
 /// `(name, region)` of every node.
-pub async fn all_names(conn: &mut PgConnection) -> sqlx::Result<Vec<(String, String)>> {
-    sqlx::query_as("SELECT name, region FROM nodes ORDER BY region, name")
+pub async fn all_names(conn: &mut PgConnection) -> sqlx::Result<Vec<(NodeName, RegionCode)>> {
+    let rows = sqlx::query("SELECT name, region FROM nodes ORDER BY region, name")
         .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((parsed(r, "name")?, parsed(r, "region")?)))
+        .collect()
+}
+
+/// What an agent's heartbeat says about its node.
+#[derive(Debug, Clone)]
+pub struct Heartbeat<'a> {
+    pub applied_revision: i64,
+    pub peer_count: i32,
+    pub agent_version: &'a str,
+    /// The last `ReconcileReport`, if the heartbeat carries one (else the stored one stays).
+    pub last_reconcile: Option<&'a ReconcileReport>,
+}
+
+/// Stores a heartbeat of `node` in `region`; `false` if the region has no such node.
+pub async fn record_heartbeat(
+    conn: &mut PgConnection,
+    region: &str,
+    node: &str,
+    heartbeat: &Heartbeat<'_>,
+) -> sqlx::Result<bool> {
+    // The receiving clock decides liveness: an agent's skewed clock must not make its node look
+    // down (or up).
+    let updated = sqlx::query(
+        "UPDATE nodes SET last_heartbeat_at = now(), applied_revision = $3, peer_count = $4,
+                agent_version = $5, last_reconcile = coalesce($6, last_reconcile)
+         WHERE name = $1 AND region = $2",
+    )
+    .bind(node)
+    .bind(region)
+    .bind(heartbeat.applied_revision)
+    .bind(heartbeat.peer_count)
+    .bind(heartbeat.agent_version)
+    .bind(heartbeat.last_reconcile.map(sqlx::types::Json))
+    .execute(conn)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Whether `region` has a node called `node`.
+pub async fn exists_in_region(
+    conn: &mut PgConnection,
+    region: &str,
+    node: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM nodes WHERE name = $1 AND region = $2)")
+        .bind(node)
+        .bind(region)
+        .fetch_one(conn)
         .await
 }
 

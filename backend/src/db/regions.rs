@@ -1,17 +1,32 @@
 //! Queries on `regions`, with their load computed from nodes and devices.
 
-use sqlx::PgConnection;
+use pvpn_common::RegionCode;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, Row};
 
-/// A region plus its load: live devices and capacity of its active nodes (each node's
-/// configured capacity, bounded by its subnet: network, node and broadcast addresses excluded).
-#[derive(Debug, Clone, sqlx::FromRow)]
+use super::values::{RegionStatus, parsed};
+
+/// A region plus its load: live devices and active nodes. Its capacity is summed from its
+/// nodes by the service, which owns how a subnet bounds a node.
+#[derive(Debug, Clone)]
 pub struct RegionRow {
-    pub code: String,
+    pub code: RegionCode,
     pub display_name: String,
-    pub status: String,
+    pub status: RegionStatus,
     pub devices: i64,
-    pub capacity: i64,
     pub active_nodes: i64,
+}
+
+impl<'r> FromRow<'r, PgRow> for RegionRow {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            code: parsed(row, "code")?,
+            display_name: row.try_get("display_name")?,
+            status: row.try_get("status")?,
+            devices: row.try_get("devices")?,
+            active_nodes: row.try_get("active_nodes")?,
+        })
+    }
 }
 
 macro_rules! select_region {
@@ -19,9 +34,6 @@ macro_rules! select_region {
         "SELECT r.code, r.display_name, r.status,
                 (SELECT count(*) FROM devices d JOIN nodes n ON n.name = d.node
                   WHERE n.region = r.code AND d.status = 'active') AS devices,
-                (SELECT coalesce(sum(LEAST(n.capacity::bigint, (2 ^ (32 - masklen(n.subnet)))::bigint - 3)), 0)::bigint
-                   FROM nodes n
-                  WHERE n.region = r.code AND n.status = 'active') AS capacity,
                 (SELECT count(*) FROM nodes n WHERE n.region = r.code AND n.status = 'active')
                     AS active_nodes
          FROM regions r "
@@ -43,7 +55,7 @@ pub async fn get(conn: &mut PgConnection, code: &str) -> sqlx::Result<Option<Reg
 }
 
 /// The region's status (`active`, `draining`, `disabled`), without computing its load.
-pub async fn status(conn: &mut PgConnection, code: &str) -> sqlx::Result<Option<String>> {
+pub async fn status(conn: &mut PgConnection, code: &str) -> sqlx::Result<Option<RegionStatus>> {
     sqlx::query_scalar("SELECT status FROM regions WHERE code = $1")
         .bind(code)
         .fetch_optional(conn)
@@ -68,7 +80,11 @@ pub async fn set_display_name(conn: &mut PgConnection, code: &str, name: &str) -
     Ok(())
 }
 
-pub async fn set_status(conn: &mut PgConnection, code: &str, status: &str) -> sqlx::Result<bool> {
+pub async fn set_status(
+    conn: &mut PgConnection,
+    code: &str,
+    status: RegionStatus,
+) -> sqlx::Result<bool> {
     let done = sqlx::query("UPDATE regions SET status = $2 WHERE code = $1")
         .bind(code)
         .bind(status)
@@ -78,8 +94,9 @@ pub async fn set_status(conn: &mut PgConnection, code: &str, status: &str) -> sq
 }
 
 /// Codes of every region (the relay and the feedback consumer serve all of them).
-pub async fn codes(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT code FROM regions ORDER BY code")
+pub async fn codes(conn: &mut PgConnection) -> sqlx::Result<Vec<RegionCode>> {
+    let rows = sqlx::query("SELECT code FROM regions ORDER BY code")
         .fetch_all(conn)
-        .await
+        .await?;
+    rows.iter().map(|r| parsed(r, "code")).collect()
 }

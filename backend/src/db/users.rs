@@ -3,14 +3,16 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use super::values::{Language, UserStatus};
+
 /// One `users` row plus its number of active devices.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
     pub id: i64,
     pub telegram_id: i64,
     pub username: Option<String>,
-    pub language: String,
-    pub status: String,
+    pub language: Language,
+    pub status: UserStatus,
     pub device_limit: i32,
     pub access_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -88,7 +90,7 @@ pub async fn insert(
     conn: &mut PgConnection,
     telegram_id: i64,
     username: Option<&str>,
-    language: &str,
+    language: Language,
     invite_code: Option<&str>,
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar(
@@ -119,7 +121,11 @@ pub async fn set_username(
     Ok(())
 }
 
-pub async fn set_language(conn: &mut PgConnection, id: i64, language: &str) -> sqlx::Result<()> {
+pub async fn set_language(
+    conn: &mut PgConnection,
+    id: i64,
+    language: Language,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE users SET language = $2, updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(language)
@@ -128,7 +134,7 @@ pub async fn set_language(conn: &mut PgConnection, id: i64, language: &str) -> s
     Ok(())
 }
 
-pub async fn set_status(conn: &mut PgConnection, id: i64, status: &str) -> sqlx::Result<()> {
+pub async fn set_status(conn: &mut PgConnection, id: i64, status: UserStatus) -> sqlx::Result<()> {
     sqlx::query("UPDATE users SET status = $2, updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(status)
@@ -187,7 +193,7 @@ pub async fn mark_expiry_notice_due(conn: &mut PgConnection, id: i64) -> sqlx::R
 /// Clears and returns the pending expiry notices: `(telegram_id, language, expired_at)`.
 pub async fn take_expiry_notices(
     conn: &mut PgConnection,
-) -> sqlx::Result<Vec<(i64, String, DateTime<Utc>)>> {
+) -> sqlx::Result<Vec<(i64, Language, DateTime<Utc>)>> {
     sqlx::query_as(
         "UPDATE users SET expiry_notice_due = false, updated_at = now()
          WHERE expiry_notice_due AND access_expires_at IS NOT NULL

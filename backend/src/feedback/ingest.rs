@@ -1,15 +1,14 @@
 //! Storing one feedback message in PostgreSQL: a heartbeat updates its node, a stats report
-//! updates its node's devices' last handshake and cumulative traffic.
-//!
-//! Traffic counters from the node are raw interface counters that restart at zero when the
-//! interface is recreated. Each device keeps the last raw counter it saw (`rx_counter`) and the
-//! cumulative total (`rx_bytes`): a counter that grew adds the difference, a counter that shrank
-//! was reset and adds its whole value. Re-delivery of the same report adds nothing.
+//! updates its node's devices' last handshake and cumulative traffic. This module checks and
+//! converts the message; the queries are `db::nodes::record_heartbeat` and
+//! `db::devices::add_traffic` (which says how counter resets are counted).
 
 use chrono::DateTime;
 use pvpn_common::RegionCode;
 use pvpn_common::wire::{Feedback, Heartbeat, PeerStats};
 use sqlx::PgConnection;
+
+use crate::db;
 
 /// What happened to one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,26 +48,15 @@ async fn heartbeat(
     };
     let peer_count = i32::try_from(hb.peer_count).unwrap_or(i32::MAX);
     let version: String = hb.agent_version.chars().take(64).collect();
-    let reconcile = hb
-        .last_reconcile
-        .as_ref()
-        .map(|r| sqlx::types::Json(r.clone()));
-    // The receiving clock decides liveness: an agent's skewed clock must not make its node look
-    // down (or up).
-    let updated = sqlx::query(
-        "UPDATE nodes SET last_heartbeat_at = now(), applied_revision = $3, peer_count = $4,
-                agent_version = $5, last_reconcile = coalesce($6, last_reconcile)
-         WHERE name = $1 AND region = $2",
-    )
-    .bind(hb.node.as_str())
-    .bind(region.as_str())
-    .bind(applied)
-    .bind(peer_count)
-    .bind(version)
-    .bind(reconcile)
-    .execute(conn)
-    .await?;
-    Ok(if updated.rows_affected() == 1 {
+    let report = db::nodes::Heartbeat {
+        applied_revision: applied,
+        peer_count,
+        agent_version: &version,
+        last_reconcile: hb.last_reconcile.as_ref(),
+    };
+    let updated =
+        db::nodes::record_heartbeat(conn, region.as_str(), hb.node.as_str(), &report).await?;
+    Ok(if updated {
         Ingested::Heartbeat
     } else {
         Ingested::UnknownNode(hb.node.to_string())
@@ -81,13 +69,7 @@ async fn stats(
     node: &str,
     peers: &[PeerStats],
 ) -> sqlx::Result<Ingested> {
-    let known: Option<String> =
-        sqlx::query_scalar("SELECT name FROM nodes WHERE name = $1 AND region = $2")
-            .bind(node)
-            .bind(region.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-    if known.is_none() {
+    if !db::nodes::exists_in_region(conn, region.as_str(), node).await? {
         return Ok(Ingested::UnknownNode(node.to_string()));
     }
     let mut keys = Vec::with_capacity(peers.len());
@@ -109,24 +91,6 @@ async fn stats(
                 .and_then(|s| DateTime::from_timestamp(s, 0)),
         );
     }
-    let updated = sqlx::query(
-        "UPDATE devices d SET
-            rx_bytes = d.rx_bytes + CASE WHEN s.rx >= d.rx_counter THEN s.rx - d.rx_counter ELSE s.rx END,
-            tx_bytes = d.tx_bytes + CASE WHEN s.tx >= d.tx_counter THEN s.tx - d.tx_counter ELSE s.tx END,
-            rx_counter = s.rx,
-            tx_counter = s.tx,
-            last_handshake_at = GREATEST(d.last_handshake_at, s.hs)
-         FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::timestamptz[]) AS s(key, rx, tx, hs)
-         WHERE d.node = $1 AND d.public_key = s.key AND d.status = 'active'",
-    )
-    .bind(node)
-    .bind(&keys)
-    .bind(&rx)
-    .bind(&tx)
-    .bind(&handshakes)
-    .execute(conn)
-    .await?;
-    Ok(Ingested::Stats {
-        devices: updated.rows_affected(),
-    })
+    let devices = db::devices::add_traffic(conn, node, &keys, &rx, &tx, &handshakes).await?;
+    Ok(Ingested::Stats { devices })
 }

@@ -145,11 +145,7 @@ impl Consumer {
         conn: &mut MultiplexedConnection,
     ) -> Result<(), FeedbackError> {
         let mut pg = self.pool.acquire().await?;
-        let codes = db::regions::codes(&mut pg).await?;
-        self.regions = codes
-            .iter()
-            .filter_map(|c| RegionCode::new(c).ok())
-            .collect();
+        self.regions = db::regions::codes(&mut pg).await?;
         for region in &self.regions {
             let created: redis::RedisResult<()> = redis::cmd("XGROUP")
                 .arg("CREATE")

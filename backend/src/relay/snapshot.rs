@@ -7,7 +7,7 @@
 
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{self, StreamEvent};
-use pvpn_common::{NodeName, PeerSpec, RegionCode};
+use pvpn_common::{NodeName, RegionCode};
 use redis::aio::MultiplexedConnection;
 use sqlx::{Connection, PgConnection};
 
@@ -16,27 +16,14 @@ use super::scripts::{Scripts, publish_control};
 use crate::db;
 use crate::metrics::{Metrics, label};
 
-/// Turns `devices` rows into the snapshot hash's `(public key, PeerSpec JSON)` pairs.
-fn snapshot_entries(
-    rows: &[(String, Option<String>, String)],
-) -> Result<Vec<(String, String)>, RelayError> {
-    rows.iter()
-        .map(|(key, psk, address)| {
-            let bad = |what: &str| {
-                RelayError::Data(format!("device with key {key} has an invalid {what}"))
-            };
-            let address: std::net::Ipv4Addr = address.parse().map_err(|_| bad("address"))?;
-            let peer = PeerSpec {
-                public_key: key.parse().map_err(|_| bad("public key"))?,
-                allowed_ips: vec![ipnet::IpNet::V4(ipnet::Ipv4Net::from(address))],
-                preshared_key: psk
-                    .as_deref()
-                    .map(str::parse)
-                    .transpose()
-                    .map_err(|_| bad("preshared key"))?,
-                persistent_keepalive: None,
-            };
-            Ok((key.clone(), wire::encode(&peer)))
+/// Turns a node's live devices into the snapshot hash's `(public key, PeerSpec JSON)` pairs,
+/// each peer built by [`db::devices::DevicePeer::peer_spec`] like the streamed change was.
+fn snapshot_entries(peers: Vec<db::devices::DevicePeer>) -> Vec<(String, String)> {
+    peers
+        .into_iter()
+        .map(|device| {
+            let peer = device.peer_spec();
+            (peer.public_key.to_base64(), wire::encode(&peer))
         })
         .collect()
 }
@@ -55,7 +42,7 @@ pub(super) async fn republish_node(
     };
     let peers = db::devices::peers_of_node(&mut tx, node.as_str()).await?;
     tx.commit().await?;
-    let entries = snapshot_entries(&peers)?;
+    let entries = snapshot_entries(peers);
     let revision =
         u64::try_from(row.revision).map_err(|_| RelayError::Data("negative revision".into()))?;
     let keys = RegionKeys::new(region);
@@ -86,8 +73,7 @@ pub(super) async fn republish_region(
     maxlen: u64,
 ) -> Result<(), RelayError> {
     tracing::warn!(%region, "epoch marker missing in Redis: republishing the region from PostgreSQL");
-    for name in db::nodes::names_in_region(pg, region.as_str()).await? {
-        let node = NodeName::new(&name).map_err(|e| RelayError::Data(e.to_string()))?;
+    for node in db::nodes::names_in_region(pg, region.as_str()).await? {
         republish_node(pg, redis, scripts, region, &node).await?;
         metrics
             .republished
@@ -125,19 +111,6 @@ pub(super) async fn ensure_snapshots(
     let regions = db::regions::codes(pg).await?;
     let nodes = db::nodes::all_names(pg).await?;
     let mut pipe = redis::pipe();
-    let regions: Vec<RegionCode> = regions
-        .iter()
-        .map(|c| RegionCode::new(c).map_err(|e| RelayError::Data(e.to_string())))
-        .collect::<Result<_, _>>()?;
-    let nodes: Vec<(NodeName, RegionCode)> = nodes
-        .iter()
-        .map(|(n, r)| {
-            Ok((
-                NodeName::new(n).map_err(|e| RelayError::Data(e.to_string()))?,
-                RegionCode::new(r).map_err(|e| RelayError::Data(e.to_string()))?,
-            ))
-        })
-        .collect::<Result<_, RelayError>>()?;
     for region in &regions {
         pipe.exists(RegionKeys::new(region).epoch());
     }

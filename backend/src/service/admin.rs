@@ -2,6 +2,7 @@
 //! status, and the audit log every admin action is written to.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use pvpn_common::RegionCode;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use serde_json::json;
@@ -10,9 +11,8 @@ use super::devices::revoke_all_locked;
 use super::error::retry;
 use super::types::*;
 use super::users::lock_user_ref;
-use super::{Service, ServiceError, convert};
+use super::{Service, ServiceError, convert, outbox};
 use crate::db;
-use crate::outbox;
 
 /// Highest device limit an admin may set (the schema's bound).
 pub const MAX_DEVICE_LIMIT: u32 = 100;
@@ -46,8 +46,8 @@ impl Service {
         retry(|| async {
             let mut tx = self.pool.begin().await?;
             let row = lock_user_ref(&mut tx, user).await?;
-            db::users::set_status(&mut tx, row.id, "banned").await?;
-            let revoked = revoke_all_locked(&mut tx, row.id, "banned").await?;
+            db::users::set_status(&mut tx, row.id, UserStatus::Banned).await?;
+            let revoked = revoke_all_locked(&mut tx, row.id, RevokeReason::Banned).await?;
             let target = row.telegram_id.to_string();
             db::audit::insert(
                 &mut tx,
@@ -63,7 +63,7 @@ impl Service {
             tx.commit().await?;
             tracing::info!(%actor, telegram_id = row.telegram_id, revoked, "user banned");
             Ok(BanOutcome {
-                user: convert::user(&row)?,
+                user: convert::user(&row),
                 revoked_devices: revoked,
             })
         })
@@ -73,7 +73,7 @@ impl Service {
     /// Lifts a ban. Revoked devices stay revoked; the user can create new ones.
     pub async fn unban_user(&self, actor: &Actor, user: &UserRef) -> Result<User, ServiceError> {
         self.update_user(actor, user, "user.unban", json!({}), |tx, id| {
-            Box::pin(async move { db::users::set_status(tx, id, "active").await })
+            Box::pin(async move { db::users::set_status(tx, id, UserStatus::Active).await })
         })
         .await
     }
@@ -151,7 +151,7 @@ impl Service {
                 .ok_or(ServiceError::UserNotFound)?;
             tx.commit().await?;
             tracing::info!(%actor, action, telegram_id = row.telegram_id, "user updated");
-            convert::user(&row)
+            Ok(convert::user(&row))
         })
         .await
     }
@@ -223,11 +223,7 @@ impl Service {
                 let row = db::nodes::get(&mut tx, node.as_str())
                     .await?
                     .ok_or(ServiceError::NodeNotFound)?;
-                let region = row
-                    .region
-                    .parse()
-                    .map_err(|_| ServiceError::Internal("bad region code".into()))?;
-                (region, Some(node), format!("node:{node}"))
+                (row.region, Some(node), format!("node:{node}"))
             }
             ReconcileTarget::Region(region) => {
                 db::regions::get(&mut tx, region.as_str())
@@ -252,10 +248,10 @@ impl Service {
     /// Every node (or one region's), with what its agent last reported.
     pub async fn node_statuses(
         &self,
-        region: Option<&str>,
+        region: Option<&RegionCode>,
     ) -> Result<Vec<NodeStatus>, ServiceError> {
         let mut conn = self.pool.acquire().await?;
-        let rows = db::nodes::list(&mut conn, region).await?;
+        let rows = db::nodes::list(&mut conn, region.map(RegionCode::as_str)).await?;
         rows.iter()
             .map(|r| convert::node_status(r, self.settings.heartbeat_interval))
             .collect()

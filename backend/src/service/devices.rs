@@ -3,26 +3,24 @@
 //! A grant, in one transaction: lock the user (device limit), pick the active node of the region
 //! with the most free capacity and lock it, take the lowest free address of its subnet, generate
 //! the client's keys, insert the device, and write the `PeerUpsert` to the outbox with the node's
-//! next revision ([`crate::outbox`]). The relay then carries it to Redis. The locks make
+//! next revision (`super::outbox`). The relay then carries it to Redis. The locks make
 //! concurrent grants queue per user and per node; the unique index `devices_live_address` is the
 //! backstop, and a conflict is retried ([`super::error::retry`]).
 
 use std::net::Ipv4Addr;
 
 use chrono::Utc;
-use pvpn_common::addressing::ClientSubnet;
 use pvpn_common::keys::KeyPair;
-use pvpn_common::{NodeName, PresharedKey, PublicKey, RegionCode};
+use pvpn_common::{NodeName, PeerSpec, PresharedKey, PublicKey, RegionCode};
 use sqlx::PgConnection;
 
 use super::error::retry;
 use super::types::*;
-use super::{Service, ServiceError, convert, render};
+use super::{Service, ServiceError, convert, outbox, render};
 use crate::db;
 use crate::db::nodes::NodeRow;
 use crate::db::users::UserRow;
 use crate::metrics::label;
-use crate::outbox;
 
 /// Longest device name, in characters (the schema allows 32).
 pub const MAX_DEVICE_NAME: usize = 32;
@@ -44,31 +42,16 @@ fn clean_device_name(name: Option<&str>, active: u32) -> Result<String, ServiceE
     Ok(name.to_string())
 }
 
-/// How many clients a node can take: its configured capacity, bounded by its subnet.
-fn node_capacity(node: &NodeRow) -> Result<(ClientSubnet, u32), ServiceError> {
-    let subnet = node
-        .subnet
-        .parse()
-        .ok()
-        .and_then(|net| ClientSubnet::new(net).ok())
-        .ok_or_else(|| {
-            ServiceError::Internal(format!("node {} has an invalid subnet", node.name))
-        })?;
+/// How many clients a node can take: its configured capacity, bounded by its subnet's client
+/// range. Placement and the regions' load both count with this.
+pub(crate) fn node_capacity(node: &NodeRow) -> u32 {
     let configured = u32::try_from(node.capacity.max(0)).unwrap_or(0);
-    Ok((subnet, configured.min(subnet.client_capacity())))
-}
-
-fn parse_node(row: &NodeRow) -> Result<(RegionCode, NodeName), ServiceError> {
-    let region = RegionCode::new(&row.region)
-        .map_err(|_| ServiceError::Internal(format!("bad region code {:?}", row.region)))?;
-    let node = NodeName::new(&row.name)
-        .map_err(|_| ServiceError::Internal(format!("bad node name {:?}", row.name)))?;
-    Ok((region, node))
+    configured.min(node.subnet.client_capacity())
 }
 
 /// Refuses banned and expired users.
 pub(crate) fn check_access(user: &UserRow) -> Result<(), ServiceError> {
-    if user.status == "banned" {
+    if user.status == UserStatus::Banned {
         return Err(ServiceError::Banned);
     }
     if user.access_expires_at.is_some_and(|at| at <= Utc::now()) {
@@ -78,15 +61,18 @@ pub(crate) fn check_access(user: &UserRow) -> Result<(), ServiceError> {
 }
 
 /// Locks a placeable node of the region and allocates an address on it, or says why not.
-async fn place(conn: &mut PgConnection, region: &str) -> Result<(NodeRow, Ipv4Addr), ServiceError> {
-    let candidates = db::nodes::placement_candidates(conn, region).await?;
+async fn place(
+    conn: &mut PgConnection,
+    region: &RegionCode,
+) -> Result<(NodeRow, Ipv4Addr), ServiceError> {
+    let candidates = db::nodes::placement_candidates(conn, region.as_str()).await?;
     if candidates.is_empty() {
         return Err(ServiceError::RegionUnavailable);
     }
     // Most free room first; the counts are a hint read without locks, rechecked below.
     let mut ranked = Vec::with_capacity(candidates.len());
     for node in candidates {
-        let (_, capacity) = node_capacity(&node)?;
+        let capacity = node_capacity(&node);
         let free = i64::from(capacity) - node.devices;
         ranked.push((free, node));
     }
@@ -95,35 +81,24 @@ async fn place(conn: &mut PgConnection, region: &str) -> Result<(NodeRow, Ipv4Ad
         if hint <= 0 {
             break;
         }
-        let Some(node) = db::nodes::lock(conn, &candidate.name).await? else {
+        let Some(node) = db::nodes::lock(conn, candidate.name.as_str()).await? else {
             continue;
         };
-        if node.status != "active" {
+        if node.status != NodeState::Active {
             continue;
         }
-        let (subnet, capacity) = node_capacity(&node)?;
+        let capacity = node_capacity(&node);
         // Fresh statements after taking the lock see every grant committed before ours.
-        let live = db::devices::count_live_on_node(conn, &node.name).await?;
+        let live = db::devices::count_live_on_node(conn, node.name.as_str()).await?;
         if live >= i64::from(capacity) {
             continue;
         }
-        let net = subnet.net();
-        let first = Ipv4Addr::from(u32::from(net.network()) + 2);
-        let last = Ipv4Addr::from(u32::from(net.broadcast()) - 1);
-        let free = db::devices::lowest_free_address(
-            conn,
-            &node.name,
-            &first.to_string(),
-            &last.to_string(),
-        )
-        .await?;
-        if let Some(address) = free {
-            let address: Ipv4Addr = address.parse().map_err(|_| {
-                ServiceError::Internal(format!("bad address {address:?} from the database"))
-            })?;
-            if subnet.contains_client(address) {
-                return Ok((node, address));
-            }
+        let (first, last) = node.subnet.client_range();
+        let free = db::devices::lowest_free_address(conn, node.name.as_str(), first, last).await?;
+        if let Some(address) = free
+            && node.subnet.contains_client(address)
+        {
+            return Ok((node, address));
         }
     }
     Err(ServiceError::RegionFull)
@@ -135,7 +110,7 @@ impl Service {
     pub async fn grant_device(
         &self,
         telegram_id: i64,
-        region: &str,
+        region: &RegionCode,
         name: Option<&str>,
     ) -> Result<GrantedDevice, ServiceError> {
         let result = retry(|| self.try_grant(telegram_id, region, name)).await;
@@ -156,7 +131,7 @@ impl Service {
     async fn try_grant(
         &self,
         telegram_id: i64,
-        region: &str,
+        region: &RegionCode,
         name: Option<&str>,
     ) -> Result<GrantedDevice, ServiceError> {
         let mut tx = self.pool.begin().await?;
@@ -170,17 +145,12 @@ impl Service {
             return Err(ServiceError::DeviceLimitReached { limit });
         }
         let name = clean_device_name(name, active)?;
-        let region_status = match RegionCode::new(region) {
-            Ok(code) => db::regions::status(&mut tx, code.as_str()).await?,
-            Err(_) => None,
-        };
-        match region_status.as_deref() {
-            None | Some("disabled") => return Err(ServiceError::RegionNotFound),
-            Some("active") => {}
-            Some(_) => return Err(ServiceError::RegionUnavailable),
+        match db::regions::status(&mut tx, region.as_str()).await? {
+            None | Some(RegionStatus::Disabled) => return Err(ServiceError::RegionNotFound),
+            Some(RegionStatus::Active) => {}
+            Some(RegionStatus::Draining) => return Err(ServiceError::RegionUnavailable),
         }
         let (node, address) = place(&mut tx, region).await?;
-        let (region_code, node_name) = parse_node(&node)?;
 
         let keys = KeyPair::generate();
         let psk = self.settings.preshared_keys.then(PresharedKey::generate);
@@ -189,17 +159,17 @@ impl Service {
             user.id,
             &node.name,
             &name,
-            &keys.public.to_base64(),
-            psk.as_ref().map(PresharedKey::to_base64).as_deref(),
-            &address.to_string(),
+            &keys.public,
+            psk.as_ref(),
+            address,
         )
         .await?;
-        let peer = render::peer_spec(keys.public, psk.clone(), address);
-        let revision = outbox::peer_upsert(&mut tx, &region_code, &node_name, peer).await?;
+        let peer = PeerSpec::for_client(keys.public, psk.clone(), address);
+        let revision = outbox::peer_upsert(&mut tx, &node.region, &node.name, peer).await?;
         let config = render::client_config(&node, &keys.private, psk.as_ref(), address)?;
         let device = self.device_in(&mut tx, device_id).await?;
         tx.commit().await?;
-        tracing::info!(telegram_id, device_id, node = %node_name, %address, revision, "device granted");
+        tracing::info!(telegram_id, device_id, node = %node.name, %address, revision, "device granted");
         Ok(GrantedDevice { device, config })
     }
 
@@ -210,7 +180,7 @@ impl Service {
             .await?
             .ok_or(ServiceError::NotRegistered)?;
         let rows = db::devices::active_for_user(&mut conn, user.id).await?;
-        rows.iter().map(convert::device).collect()
+        Ok(rows.iter().map(convert::device).collect())
     }
 
     /// One of the user's active devices; `DeviceNotFound` for anyone else's.
@@ -241,7 +211,14 @@ impl Service {
             let device = db::devices::lock_active_of_user(&mut tx, user.id, device_id)
                 .await?
                 .ok_or(ServiceError::DeviceNotFound)?;
-            revoke_locked(&mut tx, device.id, &device.node, &device.public_key, "user").await?;
+            revoke_locked(
+                &mut tx,
+                device.id,
+                &device.node,
+                device.public_key,
+                RevokeReason::User,
+            )
+            .await?;
             let view = self.device_in(&mut tx, device.id).await?;
             tx.commit().await?;
             tracing::info!(telegram_id, device_id, "device revoked by its user");
@@ -266,31 +243,17 @@ impl Service {
             let device = db::devices::lock_active_of_user(&mut tx, user.id, device_id)
                 .await?
                 .ok_or(ServiceError::DeviceNotFound)?;
-            let node = db::nodes::lock(&mut tx, &device.node)
+            let node = db::nodes::lock(&mut tx, device.node.as_str())
                 .await?
                 .ok_or_else(|| ServiceError::Internal("device on a missing node".into()))?;
-            let (region, node_name) = parse_node(&node)?;
-            let address: Ipv4Addr = device
-                .address
-                .parse()
-                .map_err(|_| ServiceError::Internal("invalid device address".into()))?;
-            let old_key: PublicKey = device
-                .public_key
-                .parse()
-                .map_err(|_| ServiceError::Internal("invalid device key".into()))?;
+            let address = device.address;
 
             let keys = KeyPair::generate();
             let psk = self.settings.preshared_keys.then(PresharedKey::generate);
-            db::devices::replace_key(
-                &mut tx,
-                device.id,
-                &keys.public.to_base64(),
-                psk.as_ref().map(PresharedKey::to_base64).as_deref(),
-            )
-            .await?;
-            outbox::peer_remove(&mut tx, &region, &node_name, old_key).await?;
-            let peer = render::peer_spec(keys.public, psk.clone(), address);
-            outbox::peer_upsert(&mut tx, &region, &node_name, peer).await?;
+            db::devices::replace_key(&mut tx, device.id, &keys.public, psk.as_ref()).await?;
+            outbox::peer_remove(&mut tx, &node.region, &node.name, device.public_key).await?;
+            let peer = PeerSpec::for_client(keys.public, psk.clone(), address);
+            outbox::peer_upsert(&mut tx, &node.region, &node.name, peer).await?;
             let config = render::client_config(&node, &keys.private, psk.as_ref(), address)?;
             let view = self.device_in(&mut tx, device.id).await?;
             tx.commit().await?;
@@ -311,7 +274,7 @@ impl Service {
         let row = db::devices::get(conn, id).await?.ok_or_else(|| {
             ServiceError::Internal("device vanished inside its transaction".into())
         })?;
-        convert::device(&row)
+        Ok(convert::device(&row))
     }
 }
 
@@ -320,19 +283,15 @@ impl Service {
 pub(crate) async fn revoke_locked(
     conn: &mut PgConnection,
     device_id: i64,
-    node: &str,
-    public_key: &str,
-    reason: &str,
+    node: &NodeName,
+    public_key: PublicKey,
+    reason: RevokeReason,
 ) -> Result<(), ServiceError> {
-    let node_row = db::nodes::lock(conn, node)
+    let node_row = db::nodes::lock(conn, node.as_str())
         .await?
         .ok_or_else(|| ServiceError::Internal("device on a missing node".into()))?;
-    let (region, node_name) = parse_node(&node_row)?;
-    let key: PublicKey = public_key
-        .parse()
-        .map_err(|_| ServiceError::Internal("invalid device key".into()))?;
     db::devices::revoke(conn, device_id, reason).await?;
-    outbox::peer_remove(conn, &region, &node_name, key).await?;
+    outbox::peer_remove(conn, &node_row.region, node, public_key).await?;
     Ok(())
 }
 
@@ -340,12 +299,12 @@ pub(crate) async fn revoke_locked(
 pub(crate) async fn revoke_all_locked(
     conn: &mut PgConnection,
     user_id: i64,
-    reason: &str,
+    reason: RevokeReason,
 ) -> Result<u32, ServiceError> {
     // Ordered by node, so concurrent multi-node revocations lock nodes in the same order.
     let devices = db::devices::active_keys_of_user(conn, user_id).await?;
-    for (id, node, key) in &devices {
-        revoke_locked(conn, *id, node, key, reason).await?;
+    for device in &devices {
+        revoke_locked(conn, device.id, &device.node, device.public_key, reason).await?;
     }
     Ok(u32::try_from(devices.len()).unwrap_or(u32::MAX))
 }

@@ -82,22 +82,7 @@ impl From<sqlx::Error> for ServiceError {
             sqlx::Error::Database(db) if db.code().is_some_and(|c| RETRYABLE.contains(&&*c)) => {
                 ServiceError::Contention
             }
-            // A connection cut mid-handshake shows up as a protocol error ("unexpected
-            // response from SSLRequest"): the server is unreachable, not our bug.
-            sqlx::Error::Io(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => ServiceError::Unavailable(err.to_string()),
-            sqlx::Error::Database(db)
-                if db.code().is_some_and(|c| {
-                    // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
-                    ["57P01", "57P02", "57P03", "53300"].contains(&&*c)
-                }) =>
-            {
-                ServiceError::Unavailable(err.to_string())
-            }
+            _ if crate::db::is_unreachable(&err) => ServiceError::Unavailable(err.to_string()),
             _ => {
                 tracing::error!(error = %err, "unexpected database error");
                 ServiceError::Internal(err.to_string())

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::devices::revoke_all_locked;
 use super::error::retry;
-use super::{Actor, Service, ServiceError};
+use super::{Actor, RevokeReason, Service, ServiceError};
 use crate::db;
 
 /// Users read per query.
@@ -48,7 +48,7 @@ impl Service {
         if user.access_expires_at.is_none_or(|at| at > Utc::now()) {
             return Ok(0);
         }
-        let revoked = revoke_all_locked(&mut tx, user.id, "expired").await?;
+        let revoked = revoke_all_locked(&mut tx, user.id, RevokeReason::Expired).await?;
         db::users::mark_expiry_notice_due(&mut tx, user.id).await?;
         db::audit::insert(
             &mut tx,

@@ -99,7 +99,7 @@ impl Service {
         status: RegionStatus,
     ) -> Result<(), ServiceError> {
         let mut tx = self.pool.begin().await?;
-        if !db::regions::set_status(&mut tx, code.as_str(), status.as_str()).await? {
+        if !db::regions::set_status(&mut tx, code.as_str(), status).await? {
             return Err(ServiceError::RegionNotFound);
         }
         db::audit::insert(
@@ -154,22 +154,24 @@ impl Service {
                     Change::Created
                 }
                 Some(old) => {
-                    if old.region != spec.region {
+                    if old.region != node.region {
                         return Err(ServiceError::Conflict(format!(
                             "node {} is in region {}, not {}; a node cannot move",
                             spec.name, old.region, spec.region
                         )));
                     }
-                    if old.subnet != spec.subnet {
+                    if old.subnet != node.subnet {
                         return Err(ServiceError::Conflict(format!(
                             "node {} has subnet {}, not {}; the subnet cannot change",
-                            spec.name, old.subnet, spec.subnet
+                            spec.name,
+                            old.subnet.net(),
+                            spec.subnet
                         )));
                     }
-                    let same = old.endpoint == spec.endpoint
-                        && old.public_key == spec.public_key
+                    let same = old.endpoint == node.endpoint
+                        && old.public_key == node.public_key
                         && old.listen_port == spec.listen_port
-                        && old.dns == dns
+                        && old.dns == node.dns
                         && old.capacity == spec.capacity;
                     if same {
                         Change::Unchanged
@@ -195,7 +197,11 @@ impl Service {
         name: &NodeName,
         enabled: bool,
     ) -> Result<(), ServiceError> {
-        let status = if enabled { "active" } else { "disabled" };
+        let status = if enabled {
+            NodeState::Active
+        } else {
+            NodeState::Disabled
+        };
         let mut tx = self.pool.begin().await?;
         if !db::nodes::set_status(&mut tx, name.as_str(), status).await? {
             return Err(ServiceError::NodeNotFound);

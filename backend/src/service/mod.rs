@@ -42,7 +42,8 @@
 //! - `regions`: region list with load.
 //! - `devices`: grant, revoke, re-issue: where a grant becomes a peer.
 //! - `admin`: ban, limits, expiry, invites, reconcile, status.
-//! - `infra`, `expiry`, `render`; [`types`], [`error`]: what the calls return.
+//! - `infra`, `expiry`, `render`; `outbox` (the changes for the relay, written in the caller's
+//!   transaction); [`types`], [`error`]: what the calls return.
 
 mod admin;
 mod convert;
@@ -50,6 +51,7 @@ mod devices;
 pub mod error;
 mod expiry;
 pub mod infra;
+mod outbox;
 mod regions;
 mod render;
 pub mod types;

@@ -1,8 +1,10 @@
 //! Regions as users see them: which exist, how loaded they are, whether they take new devices.
 
+use super::devices::node_capacity;
 use super::types::*;
 use super::{Service, ServiceError, convert};
 use crate::db;
+use crate::db::regions::RegionRow;
 
 impl Service {
     /// Regions a user may see: active and draining ones (disabled ones are hidden), with load.
@@ -19,6 +21,17 @@ impl Service {
     pub async fn list_all_regions(&self) -> Result<Vec<RegionView>, ServiceError> {
         let mut conn = self.pool.acquire().await?;
         let rows = db::regions::list(&mut conn).await?;
-        rows.iter().map(convert::region).collect()
+        let nodes = db::nodes::list(&mut conn, None).await?;
+        let capacity = |region: &RegionRow| -> u64 {
+            nodes
+                .iter()
+                .filter(|n| n.region == region.code && n.status == NodeState::Active)
+                .map(|n| u64::from(node_capacity(n)))
+                .sum()
+        };
+        Ok(rows
+            .iter()
+            .map(|r| convert::region(r, capacity(r)))
+            .collect())
     }
 }

@@ -7,10 +7,13 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use pvpn_common::client_config::RenderedConfig;
-use pvpn_common::{NodeName, RegionCode};
+use pvpn_common::{NodeName, PublicKey, RegionCode};
 use serde::{Deserialize, Serialize};
 
 use super::ServiceError;
+pub use crate::db::values::{
+    DeviceStatus, Language, NodeState, RegionStatus, RevokeReason, UnknownValue, UserStatus,
+};
 
 /// Who may register. From `PVPN_REGISTRATION`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,53 +35,6 @@ impl FromStr for RegistrationMode {
             _ => Err(format!("expected open, invite or closed, got {s:?}")),
         }
     }
-}
-
-/// The languages the bot speaks. Stored as `en` / `ru`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    #[default]
-    En,
-    Ru,
-}
-
-impl Language {
-    pub fn code(self) -> &'static str {
-        match self {
-            Language::En => "en",
-            Language::Ru => "ru",
-        }
-    }
-
-    /// Maps a Telegram `language_code` ("ru", "ru-RU", "en-GB", ...) to a supported language.
-    pub fn from_telegram(code: Option<&str>) -> Self {
-        match code {
-            Some(c) if c.to_ascii_lowercase().starts_with("ru") => Language::Ru,
-            _ => Language::En,
-        }
-    }
-}
-
-impl FromStr for Language {
-    type Err = ServiceError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "en" => Ok(Language::En),
-            "ru" => Ok(Language::Ru),
-            _ => Err(ServiceError::InvalidInput(format!(
-                "unknown language {:?}",
-                s.chars().take(16).collect::<String>()
-            ))),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UserStatus {
-    Active,
-    Banned,
 }
 
 /// One registered user.
@@ -150,27 +106,6 @@ impl fmt::Display for UserRef {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RegionStatus {
-    /// Takes new devices.
-    Active,
-    /// Keeps its devices, takes no new ones.
-    Draining,
-    /// Hidden from users; its devices keep working until revoked.
-    Disabled,
-}
-
-impl RegionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RegionStatus::Active => "active",
-            RegionStatus::Draining => "draining",
-            RegionStatus::Disabled => "disabled",
-        }
-    }
-}
-
 /// A region with its load, for the region picker and admins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RegionView {
@@ -201,13 +136,6 @@ impl RegionView {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceStatus {
-    Active,
-    Revoked,
-}
-
 /// One of a user's devices, without secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeviceView {
@@ -217,10 +145,9 @@ pub struct DeviceView {
     pub region_name: String,
     pub node: NodeName,
     pub address: Ipv4Addr,
-    pub public_key: String,
+    pub public_key: PublicKey,
     pub status: DeviceStatus,
-    /// Why it was revoked: user, admin, banned, expired, node_disabled.
-    pub revoke_reason: Option<String>,
+    pub revoke_reason: Option<RevokeReason>,
     pub created_at: DateTime<Utc>,
     pub reissued_at: Option<DateTime<Utc>>,
     pub last_handshake_at: Option<DateTime<Utc>>,
@@ -228,6 +155,19 @@ pub struct DeviceView {
     pub rx_bytes: u64,
     /// Cumulative bytes sent by the node to this device.
     pub tx_bytes: u64,
+}
+
+/// A device counts as connected when its last handshake is this recent (WireGuard re-handshakes
+/// every two minutes while a tunnel is in use).
+pub const CONNECTED_WITHIN: chrono::TimeDelta = chrono::TimeDelta::seconds(180);
+
+impl DeviceView {
+    /// Whether the device is connected now: its last handshake is recent ([`CONNECTED_WITHIN`]).
+    /// The one definition, for every place that shows it.
+    pub fn is_connected(&self, now: DateTime<Utc>) -> bool {
+        self.last_handshake_at
+            .is_some_and(|at| now - at <= CONNECTED_WITHIN)
+    }
 }
 
 /// A device just granted or re-issued, with its config. The config holds the private key: send it
@@ -292,7 +232,7 @@ pub enum ReconcileTarget {
 pub struct NodeStatus {
     pub name: NodeName,
     pub region: RegionCode,
-    pub status: String,
+    pub status: NodeState,
     pub endpoint: String,
     pub public_key: String,
     pub listen_port: u16,

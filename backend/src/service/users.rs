@@ -46,7 +46,7 @@ impl Service {
             let row = reload(&mut tx, telegram_id).await?;
             tx.commit().await?;
             return Ok(Registration {
-                user: convert::user(&row)?,
+                user: convert::user(&row),
                 created: false,
             });
         }
@@ -67,7 +67,7 @@ impl Service {
                 }
             }
         }
-        db::users::insert(&mut tx, telegram_id, username, language.code(), used_invite).await?;
+        db::users::insert(&mut tx, telegram_id, username, language, used_invite).await?;
         let row = reload(&mut tx, telegram_id).await?;
         tx.commit().await?;
         tracing::info!(
@@ -76,7 +76,7 @@ impl Service {
             "user registered"
         );
         Ok(Registration {
-            user: convert::user(&row)?,
+            user: convert::user(&row),
             created: true,
         })
     }
@@ -87,7 +87,7 @@ impl Service {
         let row = db::users::by_telegram_id(&mut conn, telegram_id)
             .await?
             .ok_or(ServiceError::NotRegistered)?;
-        convert::user(&row)
+        Ok(convert::user(&row))
     }
 
     pub async fn set_language(
@@ -100,10 +100,10 @@ impl Service {
             let row = db::users::lock_by_telegram_id(&mut tx, telegram_id)
                 .await?
                 .ok_or(ServiceError::NotRegistered)?;
-            db::users::set_language(&mut tx, row.id, language.code()).await?;
+            db::users::set_language(&mut tx, row.id, language).await?;
             let row = reload(&mut tx, telegram_id).await?;
             tx.commit().await?;
-            convert::user(&row)
+            Ok(convert::user(&row))
         })
         .await
     }
@@ -113,14 +113,14 @@ impl Service {
         let mut tx = self.pool.begin().await?;
         let row = lock_user_ref(&mut tx, user).await?;
         tx.commit().await?;
-        convert::user(&row)
+        Ok(convert::user(&row))
     }
 
     /// Every user, oldest first.
     pub async fn list_users(&self) -> Result<Vec<User>, ServiceError> {
         let mut conn = self.pool.acquire().await?;
         let rows = db::users::list(&mut conn).await?;
-        rows.iter().map(convert::user).collect()
+        Ok(rows.iter().map(convert::user).collect())
     }
 
     /// Users whose devices the expiry scheduler revoked and who have not been told yet. Each
@@ -132,7 +132,7 @@ impl Service {
             .into_iter()
             .map(|(telegram_id, language, expired_at)| ExpiryNotice {
                 telegram_id,
-                language: language.parse().unwrap_or_default(),
+                language,
                 expired_at,
             })
             .collect())

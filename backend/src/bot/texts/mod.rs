@@ -7,10 +7,6 @@ use chrono::{DateTime, Utc};
 
 use crate::service::{DeviceView, Language, RegionView};
 
-/// A device counts as connected when its last handshake is this recent (WireGuard re-handshakes
-/// every two minutes while a tunnel is in use).
-const CONNECTED_WITHIN_SECS: i64 = 180;
-
 /// The texts in one language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Texts {
@@ -212,9 +208,7 @@ impl Texts {
 
     pub fn device_line(&self, d: &DeviceView, now: DateTime<Utc>) -> String {
         let seen = match d.last_handshake_at {
-            Some(at) if (now - at).num_seconds() <= CONNECTED_WITHIN_SECS => {
-                self.pick("🟢 connected", "🟢 подключено")
-            }
+            Some(_) if d.is_connected(now) => self.pick("🟢 connected", "🟢 подключено"),
             Some(at) => match self.lang {
                 Language::En => format!("⚪ last handshake {}", date(at)),
                 Language::Ru => format!("⚪ последнее соединение {}", date(at)),
@@ -354,7 +348,7 @@ mod tests {
             region_name: "Netherlands".into(),
             node: "nl-1".parse().unwrap(),
             address: "198.18.0.2".parse().unwrap(),
-            public_key: "k".into(),
+            public_key: pvpn_common::keys::KeyPair::generate().public,
             status: crate::service::DeviceStatus::Active,
             revoke_reason: None,
             created_at: now,

@@ -4,73 +4,80 @@
 //! bump the node's revision (`nodes.revision + 1`) and insert an outbox row carrying the
 //! [`StreamEvent`] with that revision. The caller holds the node's row lock (see
 //! [`crate::db::nodes::lock`]), so a node's revisions go 1, 2, 3, ... without holes, in commit
-//! order. The relay ([`crate::relay`]) later publishes the rows to Redis.
+//! order. The relay ([`crate::relay`]) later publishes the rows to Redis. It lives in the
+//! service layer because only the service's transactions write it.
 
 use pvpn_common::wire::StreamEvent;
 use pvpn_common::{NodeName, PeerSpec, PublicKey, RegionCode};
 use sqlx::PgConnection;
 
+use super::ServiceError;
 use crate::db;
-use crate::service::ServiceError;
 
 fn revision_u64(revision: i64) -> Result<u64, ServiceError> {
     u64::try_from(revision)
         .map_err(|_| ServiceError::Internal(format!("negative node revision {revision}")))
 }
 
+/// Bumps the node's revision and writes the change `event(revision)` as its outbox row.
+async fn node_change(
+    conn: &mut PgConnection,
+    region: &RegionCode,
+    node: &NodeName,
+    kind: &str,
+    event: impl FnOnce(u64) -> StreamEvent,
+) -> Result<u64, ServiceError> {
+    let revision = db::nodes::bump_revision(conn, node.as_str()).await?;
+    let event = event(revision_u64(revision)?);
+    db::outbox::insert(
+        conn,
+        region.as_str(),
+        Some(node.as_str()),
+        Some(revision),
+        kind,
+        &event.encode(),
+    )
+    .await?;
+    revision_u64(revision)
+}
+
 /// Records "node should hold this peer"; returns the node's new revision.
-pub async fn peer_upsert(
+pub(crate) async fn peer_upsert(
     conn: &mut PgConnection,
     region: &RegionCode,
     node: &NodeName,
     peer: PeerSpec,
 ) -> Result<u64, ServiceError> {
-    let revision = db::nodes::bump_revision(conn, node.as_str()).await?;
-    let event = StreamEvent::PeerUpsert {
-        node: node.clone(),
-        revision: revision_u64(revision)?,
-        peer,
-    };
-    db::outbox::insert(
-        conn,
-        region.as_str(),
-        Some(node.as_str()),
-        Some(revision),
-        "peer_upsert",
-        &event.encode(),
-    )
-    .await?;
-    revision_u64(revision)
+    node_change(conn, region, node, "peer_upsert", |revision| {
+        StreamEvent::PeerUpsert {
+            node: node.clone(),
+            revision,
+            peer,
+        }
+    })
+    .await
 }
 
 /// Records "node should not hold this peer"; returns the node's new revision.
-pub async fn peer_remove(
+pub(crate) async fn peer_remove(
     conn: &mut PgConnection,
     region: &RegionCode,
     node: &NodeName,
     public_key: PublicKey,
 ) -> Result<u64, ServiceError> {
-    let revision = db::nodes::bump_revision(conn, node.as_str()).await?;
-    let event = StreamEvent::PeerRemove {
-        node: node.clone(),
-        revision: revision_u64(revision)?,
-        public_key,
-    };
-    db::outbox::insert(
-        conn,
-        region.as_str(),
-        Some(node.as_str()),
-        Some(revision),
-        "peer_remove",
-        &event.encode(),
-    )
-    .await?;
-    revision_u64(revision)
+    node_change(conn, region, node, "peer_remove", |revision| {
+        StreamEvent::PeerRemove {
+            node: node.clone(),
+            revision,
+            public_key,
+        }
+    })
+    .await
 }
 
 /// Asks one node (or every node of the region) to reconcile with its snapshot. Control events
 /// carry no revision and change no snapshot.
-pub async fn reconcile(
+pub(crate) async fn reconcile(
     conn: &mut PgConnection,
     region: &RegionCode,
     node: Option<&NodeName>,
