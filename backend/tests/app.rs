@@ -60,10 +60,7 @@ async fn serves_health_and_metrics_and_stops_on_shutdown() {
         "{health}"
     );
     user(&service, 1).await;
-    service
-        .grant_device(1, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap();
+    service.grant_device(1, &region("nl"), None).await.unwrap();
     wait_published(&env.pool).await;
     let metrics = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
         .await
@@ -87,10 +84,7 @@ async fn serves_health_and_metrics_and_stops_on_shutdown() {
     // Redis down: the backlog gauge shows the rows waiting.
     redis.stop();
     user(&service, 2).await;
-    service
-        .grant_device(2, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap();
+    service.grant_device(2, &region("nl"), None).await.unwrap();
     wait_for(
         "the backlog gauge",
         Duration::from_secs(20),

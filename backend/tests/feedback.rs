@@ -74,7 +74,7 @@ async fn heartbeats_and_stats_are_stored() {
     user(&env.service, 1).await;
     let device = env
         .service
-        .grant_device(1, &"nl".parse().unwrap(), None)
+        .grant_device(1, &region("nl"), None)
         .await
         .unwrap()
         .device;
@@ -204,7 +204,7 @@ async fn consumer_survives_redis_restart_and_recreates_its_group() {
     user(&env.service, 1).await;
     let key: PublicKey = env
         .service
-        .grant_device(1, &"nl".parse().unwrap(), None)
+        .grant_device(1, &region("nl"), None)
         .await
         .unwrap()
         .device

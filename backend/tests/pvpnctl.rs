@@ -166,11 +166,11 @@ async fn users_invites_reconcile_and_status() {
         .unwrap();
     user(&env.service, 43).await;
     env.service
-        .grant_device(42, &"nl".parse().unwrap(), Some("phone"))
+        .grant_device(42, &region("nl"), Some("phone"))
         .await
         .unwrap();
     env.service
-        .grant_device(42, &"nl".parse().unwrap(), Some("laptop"))
+        .grant_device(42, &region("nl"), Some("laptop"))
         .await
         .unwrap();
 

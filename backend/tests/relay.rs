@@ -32,7 +32,7 @@ async fn grant_reaches_snapshot_and_stream_with_its_revision() {
 
     let granted = env
         .service
-        .grant_device(1, &"nl".parse().unwrap(), None)
+        .grant_device(1, &region("nl"), None)
         .await
         .unwrap();
     wait_published(&env.pool).await;
@@ -74,26 +74,10 @@ async fn revoke_reissue_ban_and_expiry_produce_their_events() {
     })
     .await;
 
-    let a = s
-        .grant_device(1, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap()
-        .device; // rev 1
-    let b = s
-        .grant_device(1, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap()
-        .device; // rev 2
-    let c = s
-        .grant_device(2, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap()
-        .device; // rev 3
-    let d = s
-        .grant_device(3, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap()
-        .device; // rev 4
+    let a = s.grant_device(1, &region("nl"), None).await.unwrap().device; // rev 1
+    let b = s.grant_device(1, &region("nl"), None).await.unwrap().device; // rev 2
+    let c = s.grant_device(2, &region("nl"), None).await.unwrap().device; // rev 3
+    let d = s.grant_device(3, &region("nl"), None).await.unwrap().device; // rev 4
     s.revoke_device(1, a.id).await.unwrap(); // rev 5
     let b2 = s.reissue_device(1, b.id).await.unwrap().device; // rev 6 remove, 7 upsert
     s.ban_user(&Actor::Telegram(9), &UserRef::TelegramId(2))
@@ -170,7 +154,7 @@ async fn unreachable_redis_delays_changes_then_publishes_each_once_in_order() {
     })
     .await;
     env.service
-        .grant_device(1, &"nl".parse().unwrap(), None)
+        .grant_device(1, &region("nl"), None)
         .await
         .unwrap();
     wait_published(&env.pool).await;
@@ -178,7 +162,7 @@ async fn unreachable_redis_delays_changes_then_publishes_each_once_in_order() {
     proxy.cut();
     for id in 2..=10 {
         env.service
-            .grant_device(id, &"nl".parse().unwrap(), None)
+            .grant_device(id, &region("nl"), None)
             .await
             .unwrap();
     }
@@ -226,12 +210,12 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres() {
     let relay = start_relay(&env.pool, &redis.url());
     for id in 1..=3 {
         env.service
-            .grant_device(id, &"nl".parse().unwrap(), None)
+            .grant_device(id, &region("nl"), None)
             .await
             .unwrap();
     }
     env.service
-        .grant_device(4, &"de".parse().unwrap(), None)
+        .grant_device(4, &region("de"), None)
         .await
         .unwrap();
     wait_published(&env.pool).await;
@@ -241,11 +225,11 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres() {
     let revoked = env.service.list_devices(1).await.unwrap()[0].id;
     env.service.revoke_device(1, revoked).await.unwrap();
     env.service
-        .grant_device(5, &"nl".parse().unwrap(), None)
+        .grant_device(5, &region("nl"), None)
         .await
         .unwrap();
     env.service
-        .grant_device(6, &"de".parse().unwrap(), None)
+        .grant_device(6, &region("de"), None)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -280,7 +264,7 @@ async fn redis_restarted_empty_is_rebuilt_from_postgres() {
     })
     .await;
     env.service
-        .grant_device(1, &"nl".parse().unwrap(), None)
+        .grant_device(1, &region("nl"), None)
         .await
         .unwrap();
     wait_published(&env.pool).await;
@@ -344,7 +328,7 @@ async fn one_relay_publishes_and_a_second_takes_over_when_it_stops() {
     let second = start_relay(&env.pool, &redis.url());
     for id in 1..=10 {
         env.service
-            .grant_device(id, &"nl".parse().unwrap(), None)
+            .grant_device(id, &region("nl"), None)
             .await
             .unwrap();
     }
@@ -361,7 +345,7 @@ async fn one_relay_publishes_and_a_second_takes_over_when_it_stops() {
     first.stop().await;
     for id in 11..=20 {
         env.service
-            .grant_device(id, &"nl".parse().unwrap(), None)
+            .grant_device(id, &region("nl"), None)
             .await
             .unwrap();
     }

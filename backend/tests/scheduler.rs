@@ -19,17 +19,9 @@ async fn expired_access_is_revoked_and_notified_once() {
     seed_region(s, "nl", &[("nl-1", "198.18.0.0/24", 10)]).await;
     user(s, 1).await;
     user(s, 2).await;
-    let gone = s
-        .grant_device(1, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap()
-        .device;
-    s.grant_device(1, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap();
-    s.grant_device(2, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap();
+    let gone = s.grant_device(1, &region("nl"), None).await.unwrap().device;
+    s.grant_device(1, &region("nl"), None).await.unwrap();
+    s.grant_device(2, &region("nl"), None).await.unwrap();
     let admin = Actor::Telegram(9);
     s.set_access_expiry(
         &admin,
@@ -87,9 +79,7 @@ async fn expired_access_is_revoked_and_notified_once() {
         "told once"
     );
     assert_eq!(
-        s.grant_device(1, &"nl".parse().unwrap(), None)
-            .await
-            .unwrap_err(),
+        s.grant_device(1, &region("nl"), None).await.unwrap_err(),
         ServiceError::AccessExpired
     );
     // Nothing left to expire: another pass changes nothing.
@@ -99,9 +89,7 @@ async fn expired_access_is_revoked_and_notified_once() {
     s.set_access_expiry(&admin, &UserRef::TelegramId(1), None)
         .await
         .unwrap();
-    s.grant_device(1, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap();
+    s.grant_device(1, &region("nl"), None).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,9 +99,7 @@ async fn one_pass_expires_more_than_one_batch() {
     seed_region(s, "nl", &[("nl-1", "198.18.0.0/24", 250)]).await;
     for id in 1..=150 {
         user(s, id).await;
-        s.grant_device(id, &"nl".parse().unwrap(), None)
-            .await
-            .unwrap();
+        s.grant_device(id, &region("nl"), None).await.unwrap();
     }
     sqlx::query("UPDATE users SET access_expires_at = now() - interval '1 minute'")
         .execute(&env.pool)

@@ -107,7 +107,7 @@ async fn private_key_is_in_the_config_and_nowhere_else() {
 
     let granted = env
         .service
-        .grant_device(1, &"nl".parse().unwrap(), Some("laptop"))
+        .grant_device(1, &region("nl"), Some("laptop"))
         .await
         .unwrap();
     let reissued = env

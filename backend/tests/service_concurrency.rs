@@ -18,7 +18,7 @@ async fn two_hundred_grants_into_room_for_150() {
     let tasks: Vec<_> = (1..=200)
         .map(|id| {
             let s = env.service.clone();
-            tokio::spawn(async move { s.grant_device(id, &"nl".parse().unwrap(), None).await })
+            tokio::spawn(async move { s.grant_device(id, &region("nl"), None).await })
         })
         .collect();
     let mut addresses = BTreeSet::new();
@@ -69,7 +69,7 @@ async fn concurrent_grants_respect_the_device_limit() {
     let tasks: Vec<_> = (0..40)
         .map(|_| {
             let s = env.service.clone();
-            tokio::spawn(async move { s.grant_device(1, &"nl".parse().unwrap(), None).await })
+            tokio::spawn(async move { s.grant_device(1, &region("nl"), None).await })
         })
         .collect();
     let (mut ok, mut limited) = (0, 0);
@@ -107,7 +107,7 @@ async fn placement_prefers_the_node_with_most_free_room() {
         user(&env.service, id).await;
         let device = env
             .service
-            .grant_device(id, &"nl".parse().unwrap(), None)
+            .grant_device(id, &region("nl"), None)
             .await
             .unwrap()
             .device;
@@ -131,7 +131,7 @@ async fn placement_prefers_the_node_with_most_free_room() {
     user(&env.service, 99).await;
     assert_eq!(
         env.service
-            .grant_device(99, &"nl".parse().unwrap(), None)
+            .grant_device(99, &region.code, None)
             .await
             .unwrap_err(),
         ServiceError::RegionFull

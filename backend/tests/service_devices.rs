@@ -15,7 +15,7 @@ async fn grant_places_lowest_address_and_renders_config() {
 
     let granted = env
         .service
-        .grant_device(100, &"nl".parse().unwrap(), Some("phone"))
+        .grant_device(100, &region("nl"), Some("phone"))
         .await
         .unwrap();
     assert_eq!(granted.device.address.to_string(), "198.18.0.2");
@@ -36,7 +36,7 @@ async fn grant_places_lowest_address_and_renders_config() {
 
     let second = env
         .service
-        .grant_device(100, &"nl".parse().unwrap(), None)
+        .grant_device(100, &region("nl"), None)
         .await
         .unwrap();
     assert_eq!(second.device.address.to_string(), "198.18.0.3");
@@ -58,7 +58,7 @@ async fn revoking_someone_elses_device_changes_nothing() {
     user(&env.service, 2).await;
     let mine = env
         .service
-        .grant_device(1, &"nl".parse().unwrap(), None)
+        .grant_device(1, &region("nl"), None)
         .await
         .unwrap()
         .device;
@@ -100,7 +100,7 @@ async fn revoking_someone_elses_device_changes_nothing() {
     // The address is free again.
     let again = env
         .service
-        .grant_device(1, &"nl".parse().unwrap(), None)
+        .grant_device(1, &region("nl"), None)
         .await
         .unwrap();
     assert_eq!(again.device.address, mine.address);
@@ -113,7 +113,7 @@ async fn reissue_keeps_address_and_changes_key() {
     user(&env.service, 1).await;
     let first = env
         .service
-        .grant_device(1, &"nl".parse().unwrap(), None)
+        .grant_device(1, &region("nl"), None)
         .await
         .unwrap();
     let second = env
@@ -147,41 +147,31 @@ async fn refusals_have_distinct_errors() {
     seed_region(&env.service, "empty", &[]).await;
     let s = &env.service;
     assert_eq!(
-        s.grant_device(1, &"nl".parse().unwrap(), None)
-            .await
-            .unwrap_err(),
+        s.grant_device(1, &region("nl"), None).await.unwrap_err(),
         ServiceError::NotRegistered
     );
     user(s, 1).await;
     user(s, 2).await;
     assert_eq!(
-        s.grant_device(1, &"xx".parse().unwrap(), None)
-            .await
-            .unwrap_err(),
+        s.grant_device(1, &region("xx"), None).await.unwrap_err(),
         ServiceError::RegionNotFound
     );
     // A malformed code never reaches the service: callers parse it at their edge.
     assert!("NOT VALID".parse::<pvpn_common::RegionCode>().is_err());
     assert_eq!(
-        s.grant_device(1, &"empty".parse().unwrap(), None)
-            .await
-            .unwrap_err(),
+        s.grant_device(1, &region("empty"), None).await.unwrap_err(),
         ServiceError::RegionUnavailable
     );
     assert!(matches!(
-        s.grant_device(1, &"nl".parse().unwrap(), Some(""))
+        s.grant_device(1, &region("nl"), Some(""))
             .await
             .unwrap_err(),
         ServiceError::InvalidInput(_)
     ));
     // A /30 holds exactly one client, whatever the configured capacity says.
-    s.grant_device(1, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap();
+    s.grant_device(1, &region("nl"), None).await.unwrap();
     assert_eq!(
-        s.grant_device(2, &"nl".parse().unwrap(), None)
-            .await
-            .unwrap_err(),
+        s.grant_device(2, &region("nl"), None).await.unwrap_err(),
         ServiceError::RegionFull
     );
 
@@ -189,9 +179,7 @@ async fn refusals_have_distinct_errors() {
         .await
         .unwrap();
     assert_eq!(
-        s.grant_device(2, &"de".parse().unwrap(), None)
-            .await
-            .unwrap_err(),
+        s.grant_device(2, &region("de"), None).await.unwrap_err(),
         ServiceError::RegionUnavailable
     );
     assert!(
@@ -205,9 +193,7 @@ async fn refusals_have_distinct_errors() {
         .await
         .unwrap();
     assert_eq!(
-        s.grant_device(2, &"de".parse().unwrap(), None)
-            .await
-            .unwrap_err(),
+        s.grant_device(2, &region("de"), None).await.unwrap_err(),
         ServiceError::RegionNotFound
     );
     assert!(
@@ -225,13 +211,9 @@ async fn refusals_have_distinct_errors() {
     s.set_device_limit(&admin, &UserRef::TelegramId(2), 1)
         .await
         .unwrap();
-    s.grant_device(2, &"de".parse().unwrap(), None)
-        .await
-        .unwrap();
+    s.grant_device(2, &region("de"), None).await.unwrap();
     assert_eq!(
-        s.grant_device(2, &"de".parse().unwrap(), None)
-            .await
-            .unwrap_err(),
+        s.grant_device(2, &region("de"), None).await.unwrap_err(),
         ServiceError::DeviceLimitReached { limit: 1 }
     );
 
@@ -243,18 +225,14 @@ async fn refusals_have_distinct_errors() {
         .await
         .unwrap();
     assert_eq!(
-        s.grant_device(2, &"de".parse().unwrap(), None)
-            .await
-            .unwrap_err(),
+        s.grant_device(2, &region("de"), None).await.unwrap_err(),
         ServiceError::AccessExpired
     );
 
     let banned = s.ban_user(&admin, &UserRef::TelegramId(1)).await.unwrap();
     assert_eq!(banned.revoked_devices, 1);
     assert_eq!(
-        s.grant_device(1, &"de".parse().unwrap(), None)
-            .await
-            .unwrap_err(),
+        s.grant_device(1, &region("de"), None).await.unwrap_err(),
         ServiceError::Banned
     );
     assert!(s.list_devices(1).await.unwrap().is_empty());
@@ -273,7 +251,7 @@ async fn a_freed_address_in_the_middle_is_reused_first() {
     for expected in [2, 3, 4] {
         let device = env
             .service
-            .grant_device(1, &"nl".parse().unwrap(), None)
+            .grant_device(1, &region("nl"), None)
             .await
             .unwrap()
             .device;
@@ -285,7 +263,7 @@ async fn a_freed_address_in_the_middle_is_reused_first() {
     for _ in 0..3 {
         got.push(
             env.service
-                .grant_device(1, &"nl".parse().unwrap(), None)
+                .grant_device(1, &region("nl"), None)
                 .await
                 .unwrap()
                 .device
@@ -297,7 +275,7 @@ async fn a_freed_address_in_the_middle_is_reused_first() {
     assert_eq!(got, [3, 5, 6]);
     assert_eq!(
         env.service
-            .grant_device(1, &"nl".parse().unwrap(), None)
+            .grant_device(1, &region("nl"), None)
             .await
             .unwrap_err(),
         ServiceError::RegionFull

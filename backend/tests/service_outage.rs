@@ -37,15 +37,12 @@ async fn database_outage_is_unavailable_not_internal() {
     ));
     assert!(unavailable(service.list_regions().await));
     assert!(unavailable(
-        service.grant_device(1, &"nl".parse().unwrap(), None).await
+        service.grant_device(1, &region("nl"), None).await
     ));
     assert!(unavailable(service.list_devices(1).await));
 
     proxy.restore();
-    let granted = service
-        .grant_device(1, &"nl".parse().unwrap(), None)
-        .await
-        .unwrap();
+    let granted = service.grant_device(1, &region("nl"), None).await.unwrap();
     assert_eq!(
         service.list_devices(1).await.unwrap()[0].id,
         granted.device.id
