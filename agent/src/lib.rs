@@ -17,10 +17,11 @@
 //! - [`agent`]: the loop: sessions, revision logic, acknowledgement rules.
 //! - [`report`]: heartbeats and per-peer stats on the feedback stream.
 //! - [`http`] and [`metrics`]: `/healthz`, `/metrics`, shared status.
-//! - [`redis_conn`], [`backoff`]: connections with the right timeouts; capped jittered backoff.
+//! - [`redis_conn`]: connections with the right timeouts.
+//!
+//! Retry delays come from [`pvpn_common::backoff`]; shutdown is one `CancellationToken`.
 
 pub mod agent;
-pub mod backoff;
 pub mod config;
 pub mod consumer;
 pub mod http;
@@ -31,12 +32,11 @@ pub mod report;
 pub mod snapshot;
 pub mod wireguard;
 
-use std::future::Future;
 use std::sync::Arc;
 
 pub use config::{Config, ConfigError, WgBackend};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::NodeAgent;
 use crate::metrics::{Metrics, SharedStatus, Status};
@@ -56,8 +56,8 @@ pub enum AgentError {
     },
 }
 
-/// Runs the agent against the configured interface until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+/// Runs the agent against the configured interface until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
     let wg = Arc::new(ControlWireGuard::new(
         &config.wg_interface,
         config.wg_backend,
@@ -79,25 +79,25 @@ pub async fn serve(
     config: Config,
     wg: Arc<dyn WireGuard>,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
     agent::blocking(&wg, |wg| wg.check_exists()).await?;
     tracing::info!(?config, "pvpn-agent starting");
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // Stops the reporter and the HTTP server when the loop ends, for whatever reason.
+    let stop = shutdown.child_token();
     let metrics = Arc::new(Metrics::new());
     let status: SharedStatus = Arc::new(std::sync::Mutex::new(Status::default()));
 
     let app = http::router(Arc::clone(&metrics), Arc::clone(&status));
-    let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = http_stop.changed().await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %e, "metrics endpoint failed");
+    let http_task = tokio::spawn({
+        let stopped = stop.clone().cancelled_owned();
+        async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
         }
     });
 
@@ -111,36 +111,27 @@ pub async fn serve(
         metrics: Arc::clone(&metrics),
         status: Arc::clone(&status),
     };
-    let report_task = tokio::spawn(reporter.run(stop_rx.clone()));
+    let report_task = tokio::spawn(reporter.run(stop.clone()));
 
     let mut node_agent = NodeAgent::new(wg, &config, metrics, status);
-    let agent_loop = agent_loop(&mut node_agent, stop_rx);
-    tokio::pin!(agent_loop);
-    tokio::pin!(shutdown);
-    tokio::select! {
-        () = &mut agent_loop => {}
-        () = &mut shutdown => {
-            tracing::info!("shutting down: finishing the current apply");
-            let _ = stop_tx.send(true);
-            agent_loop.await;
-        }
-    }
-    let _ = stop_tx.send(true);
+    agent_loop(&mut node_agent, &stop).await;
+    stop.cancel();
     let _ = report_task.await;
     let _ = http_task.await;
     tracing::info!("pvpn-agent stopped");
     Ok(())
 }
 
-/// Sessions one after another, with backoff between failed ones, until shutdown.
-async fn agent_loop(agent: &mut NodeAgent, mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        let Err(error) = agent.session(&mut stop).await else {
+/// Sessions one after another, with backoff between failed ones, until shutdown. A session
+/// notices shutdown between entries, so the entry being applied is finished first.
+async fn agent_loop(agent: &mut NodeAgent, stop: &CancellationToken) {
+    while !stop.is_cancelled() {
+        let Err(error) = agent.session(stop).await else {
             break;
         };
         let delay = agent.note_failure(&error);
         tokio::select! {
-            _ = stop.changed() => break,
+            () = stop.cancelled() => break,
             () = tokio::time::sleep(delay) => {}
         }
     }

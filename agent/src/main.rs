@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 /// PVPN node agent: applies the region's Redis event stream to this node's WireGuard interface.
 #[derive(Parser)]
@@ -35,12 +36,18 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = pvpn_agent::Config::from_env().context("invalid configuration")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutdown requested: finishing the current apply");
+            shutdown.cancel();
         }
-    };
+    });
     pvpn_agent::run(config, shutdown).await?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use pvpn_common::NodeName;
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{EVENT_FIELD, Feedback, Heartbeat, PeerStats};
 use redis::aio::MultiplexedConnection;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::{blocking, unix_now};
 use crate::metrics::{Metrics, SharedStatus, lock};
@@ -36,14 +36,14 @@ pub struct Reporter {
 impl Reporter {
     /// Reports until shutdown. Failures are counted and logged at debug level: the apply loop
     /// already logs Redis state changes, and the next tick simply tries again.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut ticker = tokio::time::interval(self.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_stats = Instant::now() + self.stats_interval;
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
             let peers = match blocking(&self.wg, |wg| wg.read_peers()).await {

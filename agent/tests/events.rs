@@ -13,6 +13,7 @@ use pvpn_common::redis_keys::{
 use pvpn_common::wire::{EVENT_FIELD, ReconcileTrigger, StreamEvent};
 use redis::Commands;
 use support::*;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upsert_update_remove_reach_the_interface_and_are_acked() {
@@ -328,7 +329,7 @@ async fn the_agent_refuses_to_create_a_missing_interface() {
         .unwrap(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let result = pvpn_agent::serve(config, wg, listener, std::future::pending()).await;
+    let result = pvpn_agent::serve(config, wg, listener, CancellationToken::new()).await;
     let err = result.expect_err("no interface, no agent").to_string();
     assert!(err.contains("does not exist"), "{err}");
     let socket =

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use pvpn_common::backoff::Backoff;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::feedback::{self, FeedbackSettings};
 use crate::metrics::Metrics;
@@ -109,12 +109,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             config.telegram_api_url.clone(),
         );
         let (service, stop) = (service.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            (
-                "bot",
-                crate::bot::run(settings, service, stop.cancelled_owned()).await,
-            )
-        });
+        tasks.spawn(async move { ("bot", crate::bot::run(settings, service, stop).await) });
     } else {
         tracing::info!("TELEGRAM_BOT_TOKEN not set: running without the bot");
     }
@@ -178,13 +173,13 @@ async fn migrate_when_reachable(
         match db::migrate(pool).await {
             Ok(()) => return Ok(()),
             Err(sqlx::migrate::MigrateError::Execute(e)) if db::is_unreachable(&e) => {
-                let (delay, first) = backoff.fail();
-                if first {
+                let retry = backoff.fail("database unreachable");
+                if retry.is_news() {
                     tracing::warn!(error = %e, "database unreachable; retrying migrations");
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => anyhow::bail!("shut down before the database was reachable"),
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(retry.delay) => {}
                 }
             }
             Err(e) => return Err(e).context("running database migrations"),

@@ -14,9 +14,10 @@
 //! - [`scheduler`]: revokes expired access on a timer.
 //! - [`http`]: `/healthz` and `/metrics`.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`backoff`]: capped, jittered retry delays for the background loops.
+//!
+//! Retry delays come from [`pvpn_common::backoff`], shutdown is one
+//! `tokio_util::sync::CancellationToken` handed to every task.
 pub mod app;
-pub mod backoff;
 pub mod bot;
 pub mod cli;
 pub mod config;

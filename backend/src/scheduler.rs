@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
+use pvpn_common::backoff::FailureStreak;
 use tokio_util::sync::CancellationToken;
 
 use crate::service::Service;
 
 /// Runs until `shutdown` is cancelled, one pass per `interval`.
 pub async fn run(service: Service, interval: Duration, shutdown: CancellationToken) {
-    let mut failing = false;
+    let mut streak = FailureStreak::default();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -20,17 +21,15 @@ pub async fn run(service: Service, interval: Duration, shutdown: CancellationTok
         }
         match service.expire_due_access().await {
             Ok(_) => {
-                if failing {
+                if streak.succeed().is_some() {
                     tracing::info!("expiry scheduler recovered");
                 }
-                failing = false;
             }
             Err(e) => {
                 service.metrics().error("scheduler");
-                if !failing {
+                if streak.fail("expiry pass failed").is_news() {
                     tracing::warn!(error = %e, "expiry scheduler failed; retrying next tick");
                 }
-                failing = true;
             }
         }
     }

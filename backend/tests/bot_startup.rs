@@ -9,6 +9,7 @@ use pvpn_backend::bot::{self, BotSettings};
 use pvpn_backend::service::{Service, ServiceSettings};
 use pvpn_testkit::botapi::BotApiServer;
 use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
 
 /// A service whose database is never reached in these tests.
 fn service_without_database() -> Service {
@@ -28,7 +29,11 @@ async fn a_refused_token_stops_the_bot_with_a_clear_error() {
     );
     let ran = tokio::time::timeout(
         WAIT,
-        bot::run(settings, service_without_database(), std::future::pending()),
+        bot::run(
+            settings,
+            service_without_database(),
+            CancellationToken::new(),
+        ),
     )
     .await
     .expect("run returns");
@@ -51,10 +56,8 @@ async fn the_bot_waits_for_an_unreachable_bot_api() {
         token.into(),
         Some(format!("http://{addr}/").parse().expect("url")),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let bot = tokio::spawn(bot::run(settings, service_without_database(), async move {
-        let _ = stopped.await;
-    }));
+    let stop = CancellationToken::new();
+    let bot = tokio::spawn(bot::run(settings, service_without_database(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!bot.is_finished(), "the bot keeps trying");
 
@@ -72,7 +75,7 @@ async fn the_bot_waits_for_an_unreachable_bot_api() {
         reply.text(),
         "The service is temporarily unavailable. Please try again in a minute."
     );
-    let _ = stop.send(());
+    stop.cancel();
     tokio::time::timeout(WAIT, bot)
         .await
         .expect("stops")

@@ -13,8 +13,10 @@
 //! - [`redis_keys`]: every Redis key and group name, with the per-region hash tag.
 //! - [`addressing`]: client address allocation inside a node's subnet.
 //! - [`client_config`]: the `[Interface]`/`[Peer]` file that WireGuard apps import.
+//! - [`backoff`]: the retry policy of every loop that keeps trying (delays, log-once state).
 
 pub mod addressing;
+pub mod backoff;
 pub mod client_config;
 pub mod keys;
 pub mod names;

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pvpn_common::NodeName;
+use pvpn_common::backoff::Backoff;
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{ReconcileReport, ReconcileTrigger};
 use redis::aio::MultiplexedConnection;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 mod entry;
 
-use crate::backoff::Backoff;
 use crate::consumer::{Entry, ReadFrom, StreamConsumer, is_stream_lost};
 use crate::metrics::{Metrics, SharedStatus, lock};
 use crate::snapshot::{self, SnapshotError};
@@ -77,8 +77,7 @@ pub struct NodeAgent {
     /// A reconcile owed before the next event (start-up, lost stream, trimmed entry).
     pending_reconcile: Option<ReconcileTrigger>,
     next_periodic: Instant,
-    /// The kind of the failure being retried, so it is logged once, not per attempt.
-    failure: Option<&'static str>,
+    /// Delays between sessions, and the kind of failure being retried (logged once per change).
     backoff: Backoff,
 }
 
@@ -107,16 +106,12 @@ impl NodeAgent {
             applied: 0,
             pending_reconcile: Some(ReconcileTrigger::Startup),
             next_periodic: Instant::now() + config.reconcile_interval,
-            failure: None,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
         }
     }
 
     /// Runs one session until shutdown (`Ok`) or an error.
-    pub async fn session(
-        &mut self,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), SessionError> {
+    pub async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
         let block = self.reconcile_interval.min(MAX_BLOCK);
         let mut conn = redis_conn::commands(&self.redis_url).await?;
         let mut reader = redis_conn::blocking_reads(&self.redis_url, block).await?;
@@ -127,23 +122,22 @@ impl NodeAgent {
         self.consumer.claim_orphans(&mut conn).await?;
         self.reconcile_if_owed(&mut conn).await?;
         lock(&self.status).problem = None;
-        self.backoff.reset();
-        if let Some(kind) = self.failure.take() {
+        if let Some(kind) = self.backoff.succeed() {
             tracing::info!(recovered_from = kind, "in sync again");
         }
 
         // Our own pending entries first: delivered to an earlier session, never acknowledged.
         loop {
             let entries = self.consumer.read(&mut conn, ReadFrom::Pending).await?;
-            if entries.is_empty() || *shutdown.borrow() {
+            if entries.is_empty() || shutdown.is_cancelled() {
                 break;
             }
             self.handle_all(&mut conn, entries, shutdown).await?;
         }
 
-        while !*shutdown.borrow() {
+        while !shutdown.is_cancelled() {
             let read = tokio::select! {
-                _ = shutdown.changed() => break,
+                () = shutdown.cancelled() => break,
                 read = self.consumer.read(&mut reader, ReadFrom::New { block }) => read,
             };
             match read {
@@ -167,11 +161,11 @@ impl NodeAgent {
         &mut self,
         conn: &mut MultiplexedConnection,
         entries: Vec<Entry>,
-        shutdown: &watch::Receiver<bool>,
+        shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
         for entry in entries {
             // Stop between entries on shutdown: the rest stay pending for the next start.
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 break;
             }
             self.handle(conn, entry).await?;
@@ -274,14 +268,14 @@ impl NodeAgent {
             }
             SessionError::SnapshotMissing(_) | SessionError::BadSnapshot(_) => {}
         }
-        if self.failure != Some(kind) {
+        let retry = self.backoff.fail(kind);
+        if retry.is_news() {
             tracing::warn!(%error, "{kind}; retrying with backoff, the interface stays as it is");
-            self.failure = Some(kind);
         } else {
             tracing::debug!(%error, "still failing");
         }
         lock(&self.status).problem = Some(format!("{kind}: {error}"));
-        self.backoff.next_delay()
+        retry.delay
     }
 
     fn set_applied(&mut self, revision: u64) {

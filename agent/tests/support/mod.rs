@@ -19,8 +19,8 @@ use pvpn_testkit::netns::{DumpPeer, Netns, WgInterface};
 use pvpn_testkit::redis_server::RedisServer;
 use redis::Commands;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub const REGION: &str = "nl";
 pub const NODE: &str = "nl-1";
@@ -277,7 +277,7 @@ impl Relay {
 /// The agent running in this process, stopped by [`RunningAgent::stop`].
 pub struct RunningAgent {
     pub http: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
     task: JoinHandle<Result<(), AgentError>>,
 }
 
@@ -285,7 +285,7 @@ impl RunningAgent {
     pub async fn start(config: Config) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
+        let stop = CancellationToken::new();
         let wg = std::sync::Arc::new(
             pvpn_agent::wireguard::control::ControlWireGuard::new(
                 &config.wg_interface,
@@ -293,21 +293,13 @@ impl RunningAgent {
             )
             .unwrap(),
         );
-        let task = tokio::spawn(pvpn_agent::serve(config, wg, listener, async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            http,
-            stop: Some(stop),
-            task,
-        }
+        let task = tokio::spawn(pvpn_agent::serve(config, wg, listener, stop.clone()));
+        Self { http, stop, task }
     }
 
     /// Asks the agent to stop (like SIGTERM) and waits for it to return.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.cancel();
         let result = tokio::time::timeout(DEADLINE, &mut self.task)
             .await
             .expect("the agent stops on request")

@@ -2,7 +2,7 @@
 //!
 //! [`run`] starts it: a teloxide `Bot` pointed at `TELEGRAM_API_URL`, wrapped in the `Throttle`
 //! adaptor so Telegram's rate limits queue messages instead of failing them, `deleteWebhook`,
-//! then long polling until the shutdown future resolves. Everything the handlers need arrives as
+//! then long polling until the shutdown token is cancelled. Everything the handlers need arrives as
 //! dptree dependencies ([`BotContext`], the dialogue storage); there are no globals.
 //!
 //! # Layout
@@ -32,17 +32,18 @@ pub mod schema;
 pub mod texts;
 mod user;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pvpn_common::RegionCode;
+use pvpn_common::backoff::Backoff;
 use teloxide::adaptors::Throttle;
 use teloxide::adaptors::throttle::Limits;
 use teloxide::dispatching::dialogue::{InMemStorage, InMemStorageError};
 use teloxide::prelude::*;
 use teloxide::types::BotCommand;
 use teloxide::update_listeners::Polling;
+use tokio_util::sync::CancellationToken;
 
 use crate::service::Service;
 use rate_limit::{RateLimit, RateLimiter};
@@ -134,12 +135,12 @@ pub struct BotContext {
     pub limiter: RateLimiter,
 }
 
-/// Runs the bot until `shutdown` resolves. A Telegram or database outage, at start or while
+/// Runs the bot until `shutdown` is cancelled. A Telegram or database outage, at start or while
 /// running, is logged and retried; the only error is a token the Bot API refuses.
 pub async fn run(
     settings: BotSettings,
     service: Service,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut raw = Bot::new(settings.token.clone());
     if let Some(url) = settings.api_url.clone() {
@@ -151,11 +152,10 @@ pub async fn run(
         limiter: RateLimiter::new(settings.rate_limit),
     });
 
-    tokio::pin!(shutdown);
     // Until Telegram answers, nothing else can work: wait for it (or for shutdown).
     tokio::select! {
         prepared = prepare(&bot) => prepared?,
-        () = &mut shutdown => return Ok(()),
+        () = shutdown.cancelled() => return Ok(()),
     }
 
     let mut dispatcher = Dispatcher::builder(bot.clone(), schema::schema())
@@ -172,7 +172,7 @@ pub async fn run(
     tokio::select! {
         () = &mut dispatch => {}
         () = notices => {}
-        () = &mut shutdown => {
+        () = shutdown.cancelled() => {
             // The dispatcher stops taking updates and finishes the ones in flight. If it was not
             // running (waiting for getMe), dropping the future is the whole shutdown.
             if token.shutdown().is_ok() {
@@ -190,7 +190,7 @@ async fn dispatch_until_stopped(
     dispatcher: &mut Dispatcher<TgBot, BotError, teloxide::dispatching::DefaultKey>,
     bot: &TgBot,
 ) {
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = api_backoff();
     loop {
         let listener = Polling::builder(bot.clone())
             .timeout(Duration::from_secs(10))
@@ -204,9 +204,13 @@ async fn dispatch_until_stopped(
         match result {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "getMe failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                let retry = backoff.fail("getMe failed");
+                if retry.is_news() {
+                    tracing::warn!(error = %e, "getMe failed; retrying with backoff");
+                } else {
+                    tracing::debug!(error = %e, retry_in = ?retry.delay, "getMe failed again");
+                }
+                tokio::time::sleep(retry.delay).await;
             }
         }
     }
@@ -215,17 +219,26 @@ async fn dispatch_until_stopped(
 /// `deleteWebhook` (updates come by long polling) and the command list, retried with backoff
 /// until the Bot API answers. A refused token is the one error retrying cannot fix.
 async fn prepare(bot: &TgBot) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = api_backoff();
     loop {
         match bot.delete_webhook().await {
-            Ok(_) => break,
+            Ok(_) => {
+                if backoff.succeed().is_some() {
+                    tracing::info!("the Bot API answers again");
+                }
+                break;
+            }
             Err(teloxide::RequestError::Api(teloxide::ApiError::InvalidToken)) => {
                 anyhow::bail!("the Bot API refused TELEGRAM_BOT_TOKEN (Unauthorized)");
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "deleteWebhook failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                let retry = backoff.fail("deleteWebhook failed");
+                if retry.is_news() {
+                    tracing::warn!(error = %e, "deleteWebhook failed; retrying with backoff");
+                } else {
+                    tracing::debug!(error = %e, retry_in = ?retry.delay, "deleteWebhook failed again");
+                }
+                tokio::time::sleep(retry.delay).await;
             }
         }
     }
@@ -238,4 +251,9 @@ async fn prepare(bot: &TgBot) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "setMyCommands failed; the command list stays as it was");
     }
     Ok(())
+}
+
+/// Retries against the Bot API: from half a second up to 30 s.
+fn api_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
 }

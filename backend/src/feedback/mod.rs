@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pvpn_common::RegionCode;
+use pvpn_common::backoff::Backoff;
 use pvpn_common::redis_keys::{BACKEND_FEEDBACK_GROUP, RegionKeys};
 use pvpn_common::wire::{EVENT_FIELD, Feedback};
 use redis::AsyncConnectionConfig;
@@ -21,7 +22,6 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::db;
 use crate::metrics::{Metrics, label};
 use ingest::Ingested;
@@ -97,8 +97,8 @@ pub async fn run(
         };
         match step {
             Ok(()) => {
-                if backoff.succeed() {
-                    tracing::info!("feedback consumer recovered");
+                if let Some(failure) = backoff.succeed() {
+                    tracing::info!(recovered_from = failure, "feedback consumer recovered");
                 }
             }
             Err(e) => {
@@ -108,13 +108,18 @@ pub async fn run(
                     consumer.conn = None;
                     consumer.refreshed = None;
                 }
-                let (delay, first) = backoff.fail();
-                if first {
+                let retry = backoff.fail(match e {
+                    FeedbackError::Redis(_) => "redis unavailable",
+                    FeedbackError::Db(_) => "database unavailable",
+                });
+                if retry.is_news() {
                     tracing::warn!(error = %e, "feedback consumer failing; retrying with backoff");
+                } else {
+                    tracing::debug!(error = %e, "feedback consumer still failing");
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(retry.delay) => {}
                 }
             }
         }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use pvpn_common::RegionCode;
+use pvpn_common::backoff::Backoff;
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{self, StreamEvent};
 use redis::AsyncConnectionConfig;
@@ -28,7 +29,6 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::db;
 use crate::db::outbox::OutboxRow;
 use crate::metrics::{Metrics, label};
@@ -108,8 +108,11 @@ pub async fn run(
         update_backlog(&relay.pool, &relay.metrics).await;
         match result {
             Ok(()) => {
-                if backoff.succeed() {
-                    tracing::info!("relay recovered: publishing again");
+                if let Some(failure) = backoff.succeed() {
+                    tracing::info!(
+                        recovered_from = failure,
+                        "relay recovered: publishing again"
+                    );
                 }
                 let wait = relay.settings.poll_interval;
                 tokio::select! {
@@ -131,13 +134,19 @@ pub async fn run(
                     relay.pg = None;
                     listener = None;
                 }
-                let (delay, first) = backoff.fail();
-                if first {
+                let retry = backoff.fail(match e {
+                    RelayError::Redis(_) => "redis unavailable",
+                    RelayError::Db(_) => "database unavailable",
+                    RelayError::Data(_) => "inconsistent data",
+                });
+                if retry.is_news() {
                     tracing::warn!(error = %e, "relay cannot publish; outbox rows wait, retrying with backoff");
+                } else {
+                    tracing::debug!(error = %e, "relay still cannot publish");
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(retry.delay) => {}
                 }
             }
         }

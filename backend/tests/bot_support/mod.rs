@@ -23,7 +23,6 @@ use pvpn_testkit::redis_server::RedisServer;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use teloxide::adaptors::throttle::Limits;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -73,7 +72,7 @@ pub struct BotEnv {
     pub pool: PgPool,
     pub redis: RedisServer,
     pub node_public_key: PublicKey,
-    stop_bot: Option<oneshot::Sender<()>>,
+    stop_bot: CancellationToken,
     bot: Option<JoinHandle<anyhow::Result<()>>>,
     stop_relay: CancellationToken,
     relay: Option<JoinHandle<()>>,
@@ -172,10 +171,8 @@ impl BotEnv {
                 messages_per_sec_overall: 1000,
             };
         }
-        let (stop_bot, stopped) = oneshot::channel::<()>();
-        let bot = tokio::spawn(bot::run(settings, service, async move {
-            let _ = stopped.await;
-        }));
+        let stop_bot = CancellationToken::new();
+        let bot = tokio::spawn(bot::run(settings, service, stop_bot.clone()));
         api.wait_for_calls("getUpdates", 1, WAIT)
             .await
             .expect("the bot starts polling");
@@ -185,7 +182,7 @@ impl BotEnv {
             pool,
             redis,
             node_public_key,
-            stop_bot: Some(stop_bot),
+            stop_bot,
             bot: Some(bot),
             stop_relay,
             relay: Some(relay),
@@ -196,9 +193,7 @@ impl BotEnv {
     /// Stops the bot the way the binary does and checks it ended cleanly and that every
     /// exchange with the Bot API was well-formed.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop_bot.take() {
-            let _ = stop.send(());
-        }
+        self.stop_bot.cancel();
         if let Some(bot) = self.bot.take() {
             let result = tokio::time::timeout(WAIT, bot)
                 .await
