@@ -1,16 +1,18 @@
 //! The agent's configuration: one struct, one place for defaults, environment over TOML file.
 //!
-//! Sources, weakest first: the defaults in [`Config::DEFAULTS`], the optional TOML file named by
+//! Sources, weakest first: the defaults (`Config::DEFAULT_*`), the optional TOML file named by
 //! `PVPN_CONFIG` (keys in lowercase without the `PVPN_` prefix: `redis_url`, `region`, `node`,
-//! `wg_interface`, ...), then the environment, field by field. Every value is parsed into its
-//! validated type here; a bad value stops start-up with an error naming the key.
+//! `wg_interface`, ...), then the environment, field by field; the rules (empty means not set,
+//! errors name the key and origin, a warning for a file others can read) are
+//! [`pvpn_common::config_source`]'s, shared with the backend. Every value is parsed into its
+//! validated type here.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
+use pvpn_common::config_source::ConfigSource;
+pub use pvpn_common::config_source::{ConfigError, ConfigWarning};
 use pvpn_common::{NodeName, RegionCode};
-use serde::Deserialize;
 
 /// Which `wireguard-control` backend talks to the interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub struct Config {
     pub reconcile_interval: Duration,
     pub heartbeat_interval: Duration,
     pub stats_interval: Duration,
+    /// What loading noticed (a config file others can read); logged by [`Config::load`].
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl std::fmt::Debug for Config {
@@ -63,51 +67,42 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// A configuration value that stops start-up; always names the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{key} is required")]
-    Missing { key: &'static str },
-    #[error("{key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
-    #[error("PVPN_CONFIG file {path}: {reason}")]
-    File { path: String, reason: String },
-}
+/// Every setting: its key in the file and its environment variable.
+mod keys {
+    use pvpn_common::config_source::Key;
 
-/// The TOML file's shape: every key optional, unknown keys rejected.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    redis_url: Option<String>,
-    region: Option<String>,
-    node: Option<String>,
-    wg_interface: Option<String>,
-    wg_backend: Option<String>,
-    metrics_addr: Option<String>,
-    reconcile_interval_secs: Option<u64>,
-    heartbeat_interval_secs: Option<u64>,
-    stats_interval_secs: Option<u64>,
-}
+    pub const REDIS_URL: Key = Key::new("redis_url", "REDIS_URL");
+    pub const REGION: Key = Key::new("region", "PVPN_REGION");
+    pub const NODE: Key = Key::new("node", "PVPN_NODE");
+    pub const WG_INTERFACE: Key = Key::new("wg_interface", "PVPN_WG_INTERFACE");
+    pub const WG_BACKEND: Key = Key::new("wg_backend", "PVPN_WG_BACKEND");
+    pub const METRICS_ADDR: Key = Key::new("metrics_addr", "PVPN_METRICS_ADDR");
+    pub const RECONCILE_INTERVAL: Key =
+        Key::new("reconcile_interval_secs", "PVPN_RECONCILE_INTERVAL_SECS");
+    pub const HEARTBEAT_INTERVAL: Key =
+        Key::new("heartbeat_interval_secs", "PVPN_HEARTBEAT_INTERVAL_SECS");
+    pub const STATS_INTERVAL: Key = Key::new("stats_interval_secs", "PVPN_STATS_INTERVAL_SECS");
 
-/// The defaults, as the text a user would write, so they go through the same parsing.
-struct Defaults {
-    wg_interface: &'static str,
-    wg_backend: &'static str,
-    metrics_addr: &'static str,
-    reconcile_interval_secs: &'static str,
-    heartbeat_interval_secs: &'static str,
-    stats_interval_secs: &'static str,
+    pub const ALL: &[Key] = &[
+        REDIS_URL,
+        REGION,
+        NODE,
+        WG_INTERFACE,
+        WG_BACKEND,
+        METRICS_ADDR,
+        RECONCILE_INTERVAL,
+        HEARTBEAT_INTERVAL,
+        STATS_INTERVAL,
+    ];
 }
 
 impl Config {
-    const DEFAULTS: Defaults = Defaults {
-        wg_interface: "wg0",
-        wg_backend: "kernel",
-        metrics_addr: "127.0.0.1:9101",
-        reconcile_interval_secs: "60",
-        heartbeat_interval_secs: "10",
-        stats_interval_secs: "30",
-    };
+    const DEFAULT_WG_INTERFACE: &str = "wg0";
+    const DEFAULT_METRICS_ADDR: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9101);
+    const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+    const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+    const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(30);
 
     /// Reads the process environment (and the file it names).
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -115,61 +110,45 @@ impl Config {
     }
 
     /// Builds the configuration from `env` (a lookup, so tests need not touch the process
-    /// environment) and the TOML file named by its `PVPN_CONFIG`.
+    /// environment) and the TOML file named by its `PVPN_CONFIG`; logs the warnings.
     pub fn load(env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let file = match env("PVPN_CONFIG") {
-            Some(path) => read_file(Path::new(&path))?,
-            None => FileConfig::default(),
-        };
-        let num = |n: Option<u64>| n.map(|n| n.to_string());
-        // Environment first, then file, then default: the first that is set wins.
-        let pick = |key: &'static str, from_file: Option<String>, default: Option<&str>| {
-            env(key)
-                .or(from_file)
-                .or(default.map(str::to_string))
-                .ok_or(ConfigError::Missing { key })
-        };
-        let d = Self::DEFAULTS;
+        let config = Self::from_source(&ConfigSource::from_env(&env, keys::ALL)?)?;
+        for warning in &config.warnings {
+            tracing::warn!(%warning, "configuration");
+        }
+        Ok(config)
+    }
 
-        let redis_url = pick("REDIS_URL", file.redis_url, None)?;
-        redis::Client::open(redis_url.as_str()).map_err(|e| invalid("REDIS_URL", e))?;
-        let region = pick("PVPN_REGION", file.region, None)?;
-        let node = pick("PVPN_NODE", file.node, None)?;
-        let wg_interface = pick("PVPN_WG_INTERFACE", file.wg_interface, Some(d.wg_interface))?;
-        validate_interface_name(&wg_interface).map_err(|r| invalid("PVPN_WG_INTERFACE", r))?;
-        let wg_backend = pick("PVPN_WG_BACKEND", file.wg_backend, Some(d.wg_backend))?;
-        let metrics_addr = pick("PVPN_METRICS_ADDR", file.metrics_addr, Some(d.metrics_addr))?;
-        let reconcile = pick(
-            "PVPN_RECONCILE_INTERVAL_SECS",
-            num(file.reconcile_interval_secs),
-            Some(d.reconcile_interval_secs),
-        )?;
-        let heartbeat = pick(
-            "PVPN_HEARTBEAT_INTERVAL_SECS",
-            num(file.heartbeat_interval_secs),
-            Some(d.heartbeat_interval_secs),
-        )?;
-        let stats = pick(
-            "PVPN_STATS_INTERVAL_SECS",
-            num(file.stats_interval_secs),
-            Some(d.stats_interval_secs),
-        )?;
-
-        Ok(Self {
+    /// Builds the configuration from its sources (no I/O).
+    pub fn from_source(source: &ConfigSource<'_>) -> Result<Self, ConfigError> {
+        use keys::*;
+        let redis_url = source.required_with(REDIS_URL, |url| {
+            redis::Client::open(url).map(|_| url.to_string())
+        })?;
+        let wg_interface = source
+            .parse_with(WG_INTERFACE, interface_name)?
+            .unwrap_or_else(|| Self::DEFAULT_WG_INTERFACE.to_string());
+        let config = Self {
             redis_url,
-            region: region.parse().map_err(|e| invalid("PVPN_REGION", e))?,
-            node: node.parse().map_err(|e| invalid("PVPN_NODE", e))?,
+            region: source.required(REGION)?,
+            node: source.required(NODE)?,
             wg_interface,
-            wg_backend: wg_backend
-                .parse()
-                .map_err(|e| invalid("PVPN_WG_BACKEND", e))?,
-            metrics_addr: metrics_addr
-                .parse()
-                .map_err(|e| invalid("PVPN_METRICS_ADDR", e))?,
-            reconcile_interval: seconds("PVPN_RECONCILE_INTERVAL_SECS", &reconcile)?,
-            heartbeat_interval: seconds("PVPN_HEARTBEAT_INTERVAL_SECS", &heartbeat)?,
-            stats_interval: seconds("PVPN_STATS_INTERVAL_SECS", &stats)?,
-        })
+            wg_backend: source.parse(WG_BACKEND)?.unwrap_or(WgBackend::Kernel),
+            metrics_addr: source
+                .parse(METRICS_ADDR)?
+                .unwrap_or(Self::DEFAULT_METRICS_ADDR),
+            reconcile_interval: source
+                .parse_with(RECONCILE_INTERVAL, seconds)?
+                .unwrap_or(Self::DEFAULT_RECONCILE_INTERVAL),
+            heartbeat_interval: source
+                .parse_with(HEARTBEAT_INTERVAL, seconds)?
+                .unwrap_or(Self::DEFAULT_HEARTBEAT_INTERVAL),
+            stats_interval: source
+                .parse_with(STATS_INTERVAL, seconds)?
+                .unwrap_or(Self::DEFAULT_STATS_INTERVAL),
+            warnings: source.warnings().to_vec(),
+        };
+        Ok(config)
     }
 
     /// The Redis address without credentials, for logs.
@@ -181,41 +160,21 @@ impl Config {
     }
 }
 
-fn invalid(key: &'static str, reason: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        reason: reason.to_string(),
-    }
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let file_error = |reason: String| ConfigError::File {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    toml::from_str(&text).map_err(|e| file_error(e.to_string()))
-}
-
 /// A whole number of seconds between 1 and one day.
-fn seconds(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+fn seconds(value: &str) -> Result<Duration, String> {
     let secs: u64 = value
-        .trim()
         .parse()
-        .map_err(|_| invalid(key, format!("expected whole seconds, got {value:?}")))?;
+        .map_err(|_| format!("expected whole seconds, got {value:?}"))?;
     if !(1..=86_400).contains(&secs) {
-        return Err(invalid(
-            key,
-            format!("must be 1..=86400 seconds, got {secs}"),
-        ));
+        return Err(format!("must be 1..=86400 seconds, got {secs}"));
     }
     Ok(Duration::from_secs(secs))
 }
 
 /// Linux interface names: 1 to 15 bytes, no '/', whitespace or NUL.
-fn validate_interface_name(name: &str) -> Result<(), String> {
+fn interface_name(name: &str) -> Result<String, String> {
     if name.is_empty() || name.len() > 15 {
-        return Err(format!("must be 1 to 15 characters, got {:?}", name));
+        return Err(format!("must be 1 to 15 characters, got {name:?}"));
     }
     if name
         .bytes()
@@ -223,7 +182,7 @@ fn validate_interface_name(name: &str) -> Result<(), String> {
     {
         return Err(format!("{name:?} is not a valid interface name"));
     }
-    Ok(())
+    Ok(name.to_string())
 }
 
 #[cfg(test)]
@@ -292,7 +251,60 @@ mod tests {
         .to_string();
         assert!(err.starts_with("REDIS_URL"), "{err}");
         let err = load(&MINIMAL[1..]).expect_err("missing").to_string();
-        assert_eq!(err, "REDIS_URL is required");
+        assert_eq!(
+            err,
+            "REDIS_URL is required (or `redis_url` in the PVPN_CONFIG file)"
+        );
+    }
+
+    #[test]
+    fn an_empty_value_is_not_set() {
+        // An empty variable neither hides the file's value nor the default.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "node = \"nl-file\"\nwg_interface = \"\"\n").unwrap();
+        let path_text = path.display().to_string();
+        let c = load(&[
+            ("PVPN_CONFIG", path_text.as_str()),
+            ("REDIS_URL", "redis://127.0.0.1:6379/"),
+            ("PVPN_REGION", "nl"),
+            ("PVPN_NODE", ""),
+            ("PVPN_METRICS_ADDR", "  "),
+        ])
+        .unwrap();
+        assert_eq!(c.node.as_str(), "nl-file");
+        assert_eq!(c.wg_interface, "wg0");
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9101");
+        // Empty everywhere: missing, not invalid.
+        let err = load(&[("REDIS_URL", ""), ("PVPN_REGION", "nl"), ("PVPN_NODE", "n")])
+            .expect_err("empty url")
+            .to_string();
+        assert!(err.starts_with("REDIS_URL is required"), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_others_can_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "redis_url = \"redis://agent:secret@127.0.0.1:6379/\"\nregion = \"nl\"\nnode = \"nl-1\"\n",
+        )
+        .unwrap();
+        let path_text = path.display().to_string();
+        let env = [("PVPN_CONFIG", path_text.as_str())];
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = load(&env).unwrap();
+        assert_eq!(
+            c.warnings,
+            [ConfigWarning::ReadableByOthers {
+                path: path_text.clone(),
+                mode: 0o644
+            }]
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load(&env).unwrap().warnings, []);
     }
 
     #[test]

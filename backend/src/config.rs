@@ -4,35 +4,19 @@
 //! lowercase without prefix, e.g. `database_url`, `admin_ids = [1, 2]`), environment variables
 //! (`DATABASE_URL`, `REDIS_URL`, `TELEGRAM_BOT_TOKEN`, `TELEGRAM_API_URL`, `PVPN_ADMIN_IDS`
 //! comma-separated, `PVPN_REGISTRATION`, `PVPN_METRICS_ADDR`, and `PVPN_<KEY>` for the rest).
-//! Every error names the key and where its bad value came from.
+//! The rules (an empty value is not set, every error names the key and where its bad value came
+//! from, a warning for a file others can read: it may hold the database password and the bot
+//! token) are [`pvpn_common::config_source`]'s, shared with the agent.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+pub use pvpn_common::config_source::{ConfigError, ConfigWarning};
+use pvpn_common::config_source::{ConfigFile, ConfigSource};
 
 use crate::service::RegistrationMode;
-
-/// Why the configuration cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{key} is required (set {env} or `{key}` in the PVPN_CONFIG file)")]
-    Missing {
-        key: &'static str,
-        env: &'static str,
-    },
-    #[error("{key} from {origin} is invalid: {reason}")]
-    Invalid {
-        key: &'static str,
-        origin: String,
-        reason: String,
-    },
-    #[error("config file {path}: {reason}")]
-    File { path: String, reason: String },
-}
 
 /// A secret string: `Debug` shows `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -69,243 +53,131 @@ pub struct Config {
     /// The agents' heartbeat interval; a node is down after three missed heartbeats.
     pub heartbeat_interval: Duration,
     pub expiry_check_interval: Duration,
+    /// What loading noticed (a config file others can read); logged by [`Config::load`].
+    pub warnings: Vec<ConfigWarning>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    database_url: Option<String>,
-    redis_url: Option<String>,
-    telegram_bot_token: Option<String>,
-    telegram_api_url: Option<String>,
-    admin_ids: Option<Vec<i64>>,
-    registration: Option<String>,
-    metrics_addr: Option<String>,
-    preshared_keys: Option<bool>,
-    relay_poll_interval_ms: Option<u64>,
-    stream_maxlen: Option<u64>,
-    heartbeat_interval_secs: Option<u64>,
-    expiry_check_interval_secs: Option<u64>,
+/// Every setting: its key in the file and its environment variable.
+mod keys {
+    use pvpn_common::config_source::Key;
+
+    pub const DATABASE_URL: Key = Key::new("database_url", "DATABASE_URL");
+    pub const REDIS_URL: Key = Key::new("redis_url", "REDIS_URL");
+    pub const TELEGRAM_BOT_TOKEN: Key = Key::new("telegram_bot_token", "TELEGRAM_BOT_TOKEN");
+    pub const TELEGRAM_API_URL: Key = Key::new("telegram_api_url", "TELEGRAM_API_URL");
+    pub const ADMIN_IDS: Key = Key::new("admin_ids", "PVPN_ADMIN_IDS");
+    pub const REGISTRATION: Key = Key::new("registration", "PVPN_REGISTRATION");
+    pub const METRICS_ADDR: Key = Key::new("metrics_addr", "PVPN_METRICS_ADDR");
+    pub const PRESHARED_KEYS: Key = Key::new("preshared_keys", "PVPN_PRESHARED_KEYS");
+    pub const RELAY_POLL_INTERVAL: Key =
+        Key::new("relay_poll_interval_ms", "PVPN_RELAY_POLL_INTERVAL_MS");
+    pub const STREAM_MAXLEN: Key = Key::new("stream_maxlen", "PVPN_STREAM_MAXLEN");
+    pub const HEARTBEAT_INTERVAL: Key =
+        Key::new("heartbeat_interval_secs", "PVPN_HEARTBEAT_INTERVAL_SECS");
+    pub const EXPIRY_CHECK_INTERVAL: Key = Key::new(
+        "expiry_check_interval_secs",
+        "PVPN_EXPIRY_CHECK_INTERVAL_SECS",
+    );
+
+    pub const ALL: &[Key] = &[
+        DATABASE_URL,
+        REDIS_URL,
+        TELEGRAM_BOT_TOKEN,
+        TELEGRAM_API_URL,
+        ADMIN_IDS,
+        REGISTRATION,
+        METRICS_ADDR,
+        PRESHARED_KEYS,
+        RELAY_POLL_INTERVAL,
+        STREAM_MAXLEN,
+        HEARTBEAT_INTERVAL,
+        EXPIRY_CHECK_INTERVAL,
+    ];
 }
 
-/// One value as read, with where it came from for error messages.
-struct Raw {
-    value: String,
-    origin: String,
-}
-
-fn raw(
-    key: &'static str,
-    env_name: &str,
-    file: Option<String>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<Raw> {
-    match env(env_name) {
-        Some(value) => Some(Raw {
-            value,
-            origin: format!("environment variable {env_name}"),
-        }),
-        None => file.map(|value| Raw {
-            value,
-            origin: format!("config file key `{key}`"),
-        }),
-    }
-}
-
-fn parse<T: FromStr>(key: &'static str, raw: Option<Raw>) -> Result<Option<T>, ConfigError>
-where
-    T::Err: fmt::Display,
-{
-    raw.map(|r| {
-        r.value
-            .trim()
-            .parse::<T>()
-            .map_err(|e| ConfigError::Invalid {
-                key,
-                origin: r.origin,
-                reason: e.to_string(),
-            })
-    })
-    .transpose()
-}
-
-fn parse_admin_ids(raw: Option<Raw>) -> Result<Vec<i64>, ConfigError> {
-    let Some(r) = raw else { return Ok(Vec::new()) };
-    r.value
-        .split(',')
+/// Comma-separated Telegram user ids (the file's `admin_ids = [1, 2]` reads the same way).
+fn admin_ids(text: &str) -> Result<Vec<i64>, String> {
+    text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<i64>()
                 .ok()
                 .filter(|id| *id > 0)
-                .ok_or_else(|| ConfigError::Invalid {
-                    key: "admin_ids",
-                    origin: r.origin.clone(),
-                    reason: format!("{s:?} is not a Telegram user id"),
-                })
+                .ok_or_else(|| format!("{s:?} is not a Telegram user id"))
         })
         .collect()
 }
 
-fn positive(key: &'static str, value: u64) -> Result<u64, ConfigError> {
-    if value == 0 {
-        return Err(ConfigError::Invalid {
-            key,
-            origin: "configuration".into(),
-            reason: "must be greater than 0".into(),
-        });
-    }
-    Ok(value)
-}
-
-/// The file may hold the database password and the bot token: say so if anyone can read it.
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o007 != 0
-    {
-        tracing::warn!(
-            path = %path.display(),
-            "config file is accessible to other users; it may hold secrets (chmod 600)"
-        );
+/// A whole number greater than 0.
+fn positive(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be greater than 0".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
 impl Config {
-    /// Reads `PVPN_CONFIG` (if set) and the process environment.
+    /// Reads `PVPN_CONFIG` (if set) and the process environment; logs the warnings.
     pub fn load() -> Result<Self, ConfigError> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let file = match env("PVPN_CONFIG") {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-                warn_if_readable_by_others(Path::new(&path));
-                Some((path, text))
-            }
-            None => None,
-        };
-        Self::from_sources(
-            file.as_ref()
-                .map(|(p, t)| (Path::new(p.as_str()), t.as_str())),
-            &env,
-        )
+        Self::load_with(&|name: &str| std::env::var(name).ok())
     }
 
-    /// Builds the config from a TOML file's `(path, text)` and an environment lookup.
+    /// [`Config::load`] with an environment lookup instead of the process environment.
+    pub fn load_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let config = Self::from_source(&ConfigSource::from_env(env, keys::ALL)?)?;
+        for warning in &config.warnings {
+            tracing::warn!(%warning, "configuration");
+        }
+        Ok(config)
+    }
+
+    /// Builds the config from a TOML file's `(path, text)` and an environment lookup (no I/O).
     pub fn from_sources(
         file: Option<(&Path, &str)>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let f: FileConfig = match file {
-            Some((path, text)) => toml::from_str(text).map_err(|e| ConfigError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?,
-            None => FileConfig::default(),
-        };
-        let database_url = raw("database_url", "DATABASE_URL", f.database_url, env)
-            .map(|r| Secret(r.value))
-            .ok_or(ConfigError::Missing {
-                key: "database_url",
-                env: "DATABASE_URL",
-            })?;
-        let redis_url = raw("redis_url", "REDIS_URL", f.redis_url, env).map(|r| Secret(r.value));
-        let telegram_bot_token = raw(
-            "telegram_bot_token",
-            "TELEGRAM_BOT_TOKEN",
-            f.telegram_bot_token,
-            env,
-        )
-        .map(|r| Secret(r.value));
-        let telegram_api_url = parse(
-            "telegram_api_url",
-            raw(
-                "telegram_api_url",
-                "TELEGRAM_API_URL",
-                f.telegram_api_url,
-                env,
-            ),
-        )?;
-        let file_admins = f.admin_ids.map(|ids| {
-            ids.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        });
-        let admin_ids = parse_admin_ids(raw("admin_ids", "PVPN_ADMIN_IDS", file_admins, env))?;
-        let registration = parse::<RegistrationMode>(
-            "registration",
-            raw("registration", "PVPN_REGISTRATION", f.registration, env),
-        )?
-        .unwrap_or_default();
-        let metrics_addr = parse(
-            "metrics_addr",
-            raw("metrics_addr", "PVPN_METRICS_ADDR", f.metrics_addr, env),
-        )?
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9100)));
-        let num = |key: &'static str,
-                   env_name: &str,
-                   file: Option<u64>|
-         -> Result<Option<u64>, ConfigError> {
-            parse(key, raw(key, env_name, file.map(|v| v.to_string()), env))
-        };
-        let preshared_keys = parse(
-            "preshared_keys",
-            raw(
-                "preshared_keys",
-                "PVPN_PRESHARED_KEYS",
-                f.preshared_keys.map(|b| b.to_string()),
-                env,
-            ),
-        )?
-        .unwrap_or(true);
-        let poll_ms = positive(
-            "relay_poll_interval_ms",
-            num(
-                "relay_poll_interval_ms",
-                "PVPN_RELAY_POLL_INTERVAL_MS",
-                f.relay_poll_interval_ms,
-            )?
-            .unwrap_or(500),
-        )?;
-        let stream_maxlen = positive(
-            "stream_maxlen",
-            num("stream_maxlen", "PVPN_STREAM_MAXLEN", f.stream_maxlen)?.unwrap_or(100_000),
-        )?;
-        let heartbeat = positive(
-            "heartbeat_interval_secs",
-            num(
-                "heartbeat_interval_secs",
-                "PVPN_HEARTBEAT_INTERVAL_SECS",
-                f.heartbeat_interval_secs,
-            )?
-            .unwrap_or(10),
-        )?;
-        let expiry = positive(
-            "expiry_check_interval_secs",
-            num(
-                "expiry_check_interval_secs",
-                "PVPN_EXPIRY_CHECK_INTERVAL_SECS",
-                f.expiry_check_interval_secs,
-            )?
-            .unwrap_or(30),
-        )?;
+        let file = file
+            .map(|(path, text)| ConfigFile::parse(path, text))
+            .transpose()?;
+        Self::from_source(&ConfigSource::new(file, env, keys::ALL)?)
+    }
+
+    /// Builds the config from its sources, field by field, defaults last.
+    pub fn from_source(source: &ConfigSource<'_>) -> Result<Self, ConfigError> {
+        use keys::*;
+        let secret = |key| Ok::<_, ConfigError>(source.get(key)?.map(|v| Secret(v.text)));
         Ok(Self {
-            database_url,
-            redis_url,
-            telegram_bot_token,
-            telegram_api_url,
-            admin_ids,
-            registration,
-            metrics_addr,
-            preshared_keys,
-            relay_poll_interval: Duration::from_millis(poll_ms),
-            stream_maxlen,
-            heartbeat_interval: Duration::from_secs(heartbeat),
-            expiry_check_interval: Duration::from_secs(expiry),
+            database_url: Secret(source.require(DATABASE_URL)?.text),
+            redis_url: secret(REDIS_URL)?,
+            telegram_bot_token: secret(TELEGRAM_BOT_TOKEN)?,
+            telegram_api_url: source.parse(TELEGRAM_API_URL)?,
+            admin_ids: source.parse_with(ADMIN_IDS, admin_ids)?.unwrap_or_default(),
+            registration: source.parse(REGISTRATION)?.unwrap_or_default(),
+            metrics_addr: source
+                .parse(METRICS_ADDR)?
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9100))),
+            preshared_keys: source.parse(PRESHARED_KEYS)?.unwrap_or(true),
+            relay_poll_interval: Duration::from_millis(
+                source
+                    .parse_with(RELAY_POLL_INTERVAL, positive)?
+                    .unwrap_or(500),
+            ),
+            stream_maxlen: source
+                .parse_with(STREAM_MAXLEN, positive)?
+                .unwrap_or(100_000),
+            heartbeat_interval: Duration::from_secs(
+                source
+                    .parse_with(HEARTBEAT_INTERVAL, positive)?
+                    .unwrap_or(10),
+            ),
+            expiry_check_interval: Duration::from_secs(
+                source
+                    .parse_with(EXPIRY_CHECK_INTERVAL, positive)?
+                    .unwrap_or(30),
+            ),
+            warnings: source.warnings().to_vec(),
         })
     }
 
@@ -402,6 +274,55 @@ mod tests {
         assert!(err.to_string().contains("metrics_addr"), "{err}");
         let err = load(None, &[("DATABASE_URL", "x"), ("PVPN_STREAM_MAXLEN", "0")]).unwrap_err();
         assert!(err.to_string().contains("stream_maxlen"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_value_is_not_set() {
+        let file = "database_url = \"postgres://file\"\nregistration = \"\"\n";
+        let c = load(
+            Some(file),
+            &[
+                ("DATABASE_URL", ""),
+                ("TELEGRAM_BOT_TOKEN", " "),
+                ("PVPN_ADMIN_IDS", ""),
+                ("PVPN_METRICS_ADDR", ""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.database_url.expose(), "postgres://file");
+        assert!(c.telegram_bot_token.is_none(), "an empty token runs no bot");
+        assert!(c.admin_ids.is_empty());
+        assert_eq!(c.registration, RegistrationMode::default());
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9100");
+        assert_eq!(
+            load(None, &[("DATABASE_URL", "")]).unwrap_err(),
+            ConfigError::Missing {
+                key: "database_url",
+                env: "DATABASE_URL"
+            }
+        );
+    }
+
+    #[test]
+    fn a_config_file_others_can_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backend.toml");
+        std::fs::write(&path, "database_url = \"postgres://u:hunter2@h/db\"\n").unwrap();
+        let path_text = path.display().to_string();
+        let env = |k: &str| (k == "PVPN_CONFIG").then(|| path_text.clone());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let c = Config::load_with(&env).unwrap();
+        assert_eq!(c.database_url.expose(), "postgres://u:hunter2@h/db");
+        assert_eq!(
+            c.warnings,
+            [ConfigWarning::ReadableByOthers {
+                path: path_text.clone(),
+                mode: 0o604
+            }]
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Config::load_with(&env).unwrap().warnings, []);
     }
 
     #[test]

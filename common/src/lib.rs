@@ -1,6 +1,7 @@
 //! PVPN's shared vocabulary: the types and formats that the backend and the agents must agree on.
 //!
-//! This crate does no I/O. It defines what a valid name, key, peer or message *is*, so that every
+//! This crate does no I/O, except that [`config_source`] reads the config file a binary is
+//! started with. It defines what a valid name, key, peer or message *is*, so that every
 //! boundary (Telegram, Redis, configuration, the database) parses into these types once and the rest
 //! of the code can trust them.
 //!
@@ -13,11 +14,13 @@
 //! - [`redis_keys`]: every Redis key and group name, with the per-region hash tag.
 //! - [`addressing`]: client address allocation inside a node's subnet.
 //! - [`client_config`]: the `[Interface]`/`[Peer]` file that WireGuard apps import.
+//! - [`config_source`]: where both binaries' settings come from (file, then environment).
 //! - [`backoff`]: the retry policy of every loop that keeps trying (delays, log-once state).
 
 pub mod addressing;
 pub mod backoff;
 pub mod client_config;
+pub mod config_source;
 pub mod keys;
 pub mod names;
 pub mod peer;
