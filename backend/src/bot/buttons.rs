@@ -136,7 +136,7 @@ async fn act(
                 Ok(granted) => {
                     let text = t.reissued(&granted.device);
                     show(bot, chat, at, text, keyboards::back_to_menu(t)).await?;
-                    send_config(bot, chat, t, granted).await?;
+                    send_config(bot, chat, t, &ctx.service, granted).await?;
                 }
                 Err(e) => return stale_or_refuse(bot, chat, t, e).await,
             }

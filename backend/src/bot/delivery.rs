@@ -7,10 +7,10 @@ use teloxide::ApiError;
 use teloxide::prelude::*;
 use teloxide::types::{InlineKeyboardMarkup, InputFile, MessageId};
 
-use super::config_file::{config_file_name, qr_png};
+use super::config_file::{NamedDevice, config_file_name, qr_png};
 use super::texts::Texts;
 use super::{HandlerResult, TgBot, keyboards};
-use crate::service::{GrantedDevice, Service};
+use crate::service::{DeviceView, GrantedDevice, Service};
 
 /// Sends a just granted or re-issued config: the `.conf` document, the same text as a QR code,
 /// and how to import it. The config exists only in this function's memory and the uploads.
@@ -18,12 +18,13 @@ pub(super) async fn send_config(
     bot: &TgBot,
     chat: ChatId,
     t: Texts,
+    service: &Service,
     granted: GrantedDevice,
 ) -> HandlerResult {
+    let file_name = file_name_among_siblings(service, chat, &granted.device).await;
     let GrantedDevice { device, config } = granted;
     let text = config.expose();
-    let file = InputFile::memory(text.as_bytes().to_vec())
-        .file_name(config_file_name(&device.region, &device.name));
+    let file = InputFile::memory(text.as_bytes().to_vec()).file_name(file_name);
     bot.send_document(chat, file)
         .caption(t.config_caption(&device))
         .await?;
@@ -42,6 +43,37 @@ pub(super) async fn send_config(
         .reply_markup(keyboards::main_menu(t))
         .await?;
     Ok(())
+}
+
+/// The `.conf` name of `device`, unique among its owner's active devices (the chat is the
+/// owner's private chat). If they cannot be listed, the id makes the name unique on its own.
+async fn file_name_among_siblings(service: &Service, chat: ChatId, device: &DeviceView) -> String {
+    let this = NamedDevice {
+        id: device.id,
+        region: &device.region,
+        name: &device.name,
+    };
+    match service.list_devices(chat.0).await {
+        Ok(devices) => {
+            let named: Vec<NamedDevice<'_>> = devices
+                .iter()
+                .map(|d| NamedDevice {
+                    id: d.id,
+                    region: &d.region,
+                    name: &d.name,
+                })
+                .collect();
+            config_file_name(this, &named)
+        }
+        Err(e) => {
+            tracing::warn!(device_id = device.id, error = %e, "cannot list the user's devices; naming the file by id");
+            let twin = NamedDevice {
+                id: i64::MIN,
+                ..this
+            };
+            config_file_name(this, &[twin])
+        }
+    }
 }
 
 /// Shows `text` with `keyboard` in place of the message a button was pressed on (`at`), or as a

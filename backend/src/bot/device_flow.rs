@@ -175,7 +175,7 @@ pub(super) async fn grant(
     match ctx.service.grant_device(user_id, &region, name).await {
         Ok(granted) => {
             super::close_dialogue(dialogue).await;
-            send_config(bot, chat, t, granted).await
+            send_config(bot, chat, t, &ctx.service, granted).await
         }
         // Keep the question open: once the database is back, sending the name again works.
         Err(e @ ServiceError::Unavailable(_)) => refuse(bot, chat, t, &e).await,
