@@ -7,6 +7,7 @@
 //! - [`service`]: the business rules (register, grant, revoke, ban, ...). The bot and `pvpnctl`
 //!   call only this.
 //! - [`cli`]: `pvpnctl`, the admin CLI.
+//! - [`admin_args`]: the arguments the bot's admin commands and `pvpnctl` share.
 //! - [`config`]: the one configuration struct (TOML file + environment).
 //! - [`db`]: the PostgreSQL schema (migrations embedded from `migrations/`) and queries.
 //! - [`relay`]: publishes outbox rows to Redis (snapshot + revision + stream, atomically), epoch.
@@ -17,6 +18,7 @@
 //!
 //! Retry delays come from [`pvpn_common::backoff`], shutdown is one
 //! `tokio_util::sync::CancellationToken` handed to every task.
+pub mod admin_args;
 pub mod app;
 pub mod bot;
 pub mod cli;

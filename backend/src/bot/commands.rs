@@ -1,10 +1,13 @@
 //! Slash commands: parsing a message text into a [`Command`], strictly.
 //!
 //! Admin commands parse like any other; whether the sender may use them is decided by the
-//! handler tree, which answers non-admins exactly as it answers unknown commands.
+//! handler tree, which answers non-admins exactly as it answers unknown commands. Which admin
+//! commands exist, and whether they take arguments, is [`super::admin`]'s table.
 
-/// A command a message asks for. Arguments stay text here; handlers validate them into typed
-/// values (user references, dates, numbers) and answer with usage on failure.
+pub use super::admin::AdminRequest;
+
+/// A command a message asks for. Admin arguments stay text here; each admin unit validates them
+/// into typed values (user references, dates, numbers) and answers with its usage on failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `/start [payload]`: the payload is a deep-link start parameter (an invite code).
@@ -12,25 +15,7 @@ pub enum Command {
     Help,
     Language,
     Menu,
-    Admin(AdminCommand),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminCommand {
-    Status,
-    /// `/reconcile <region|node>`; `None` when the argument is missing.
-    Reconcile(Option<String>),
-    User(Option<String>),
-    Ban(Option<String>),
-    Unban(Option<String>),
-    /// `/limit <user> <n>` as given.
-    Limit(Vec<String>),
-    /// `/expire <user> <date|never>` as given.
-    Expire(Vec<String>),
-    /// `/invite [uses] [days]` as given.
-    Invite(Vec<String>),
-    /// `/admin`: the list of admin commands.
-    Help,
+    Admin(AdminRequest),
 }
 
 /// Telegram's limit on a start parameter.
@@ -65,16 +50,13 @@ pub fn parse(text: &str, bot_username: &str) -> Option<Command> {
         "help" if none => Command::Help,
         "language" if none => Command::Language,
         "menu" if none => Command::Menu,
-        "status" if none => Command::Admin(AdminCommand::Status),
-        "admin" if none => Command::Admin(AdminCommand::Help),
-        "reconcile" => Command::Admin(AdminCommand::Reconcile(one())),
-        "user" => Command::Admin(AdminCommand::User(one())),
-        "ban" => Command::Admin(AdminCommand::Ban(one())),
-        "unban" => Command::Admin(AdminCommand::Unban(one())),
-        "limit" => Command::Admin(AdminCommand::Limit(words)),
-        "expire" => Command::Admin(AdminCommand::Expire(words)),
-        "invite" => Command::Admin(AdminCommand::Invite(words)),
-        _ => return None,
+        other => {
+            let unit = super::admin::unit(other)?;
+            if !unit.takes_arguments && !none {
+                return None;
+            }
+            Command::Admin(AdminRequest { unit, args: words })
+        }
     };
     Some(command)
 }
@@ -115,28 +97,23 @@ mod tests {
 
     #[test]
     fn admin_commands_keep_their_arguments() {
+        let admin = |text: &str| match parse(text, BOT) {
+            Some(Command::Admin(request)) => Some((request.unit.name, request.args)),
+            _ => None,
+        };
+        assert_eq!(admin("/status"), Some(("status", vec![])));
+        assert_eq!(admin("/status now"), None, "takes no arguments");
+        assert_eq!(admin("/admin x"), None);
+        assert_eq!(admin("/ban @ann"), Some(("ban", vec!["@ann".into()])));
+        assert_eq!(admin("/BAN"), Some(("ban", vec![])));
         assert_eq!(
-            parse("/status", BOT),
-            Some(Command::Admin(AdminCommand::Status))
+            admin("/ban a b"),
+            Some(("ban", vec!["a".into(), "b".into()]))
         );
         assert_eq!(
-            parse("/ban @ann", BOT),
-            Some(Command::Admin(AdminCommand::Ban(Some("@ann".into()))))
+            admin("/limit 5   7"),
+            Some(("limit", vec!["5".into(), "7".into()]))
         );
-        assert_eq!(
-            parse("/ban", BOT),
-            Some(Command::Admin(AdminCommand::Ban(None)))
-        );
-        assert_eq!(
-            parse("/ban a b", BOT),
-            Some(Command::Admin(AdminCommand::Ban(None)))
-        );
-        assert_eq!(
-            parse("/limit 5   7", BOT),
-            Some(Command::Admin(AdminCommand::Limit(vec![
-                "5".into(),
-                "7".into()
-            ])))
-        );
+        assert_eq!(admin("/banish 1"), None);
     }
 }

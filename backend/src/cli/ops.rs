@@ -5,6 +5,7 @@ use pvpn_common::{NodeName, RegionCode};
 use serde_json::json;
 
 use super::{actor, output};
+use crate::admin_args::InviteDays;
 use crate::service::{ReconcileTarget, Service};
 
 #[derive(Debug, Subcommand)]
@@ -14,9 +15,9 @@ pub enum InviteCommand {
         /// How many registrations the code admits.
         #[arg(long, default_value_t = 1)]
         uses: u32,
-        /// Days until the code expires (default: never).
+        /// Days until the code expires, 1 to 3650 (default: never).
         #[arg(long)]
-        expires_in_days: Option<u32>,
+        expires_in_days: Option<InviteDays>,
     },
 }
 
@@ -36,7 +37,7 @@ pub async fn invite(service: &Service, cmd: InviteCommand, json: bool) -> anyhow
         uses,
         expires_in_days,
     } = cmd;
-    let valid_for = expires_in_days.map(|d| chrono::Duration::days(i64::from(d)));
+    let valid_for = expires_in_days.map(InviteDays::duration);
     let invite = service.create_invite(&actor(), uses, valid_for).await?;
     if json {
         return output::json(&invite);

@@ -1,10 +1,10 @@
 //! `pvpnctl user ...`
 
-use chrono::{DateTime, NaiveDate, Utc};
 use clap::Subcommand;
 use serde_json::json;
 
 use super::{actor, output};
+use crate::admin_args::Expiry;
 use crate::service::{Service, User, UserRef};
 
 #[derive(Debug, Subcommand)]
@@ -24,29 +24,7 @@ pub enum UserCommand {
     SetLimit { user: UserRef, limit: u32 },
     /// Set when the user's access ends: an RFC 3339 time (2026-12-31T23:59:59Z), a date
     /// (2026-12-31, midnight UTC), or `never`.
-    SetExpiry {
-        user: UserRef,
-        #[arg(value_parser = parse_expiry)]
-        expires: Expiry,
-    },
-}
-
-/// `never` or a moment.
-#[derive(Debug, Clone, Copy)]
-pub struct Expiry(Option<DateTime<Utc>>);
-
-fn parse_expiry(s: &str) -> Result<Expiry, String> {
-    if s.eq_ignore_ascii_case("never") {
-        return Ok(Expiry(None));
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(Expiry(Some(t.with_timezone(&Utc))));
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| Expiry(Some(t.and_utc())))
-        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time, a YYYY-MM-DD date, or `never`"))
+    SetExpiry { user: UserRef, expires: Expiry },
 }
 
 fn row(u: &User) -> Vec<String> {
@@ -148,28 +126,5 @@ pub async fn run(service: &Service, cmd: UserCommand, json: bool) -> anyhow::Res
                 .await?,
             json,
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expiry_forms() {
-        assert!(parse_expiry("never").unwrap().0.is_none());
-        assert_eq!(
-            parse_expiry("2026-12-31").unwrap().0.unwrap().to_rfc3339(),
-            "2026-12-31T00:00:00+00:00"
-        );
-        assert_eq!(
-            parse_expiry("2026-12-31T10:00:00+02:00")
-                .unwrap()
-                .0
-                .unwrap()
-                .to_rfc3339(),
-            "2026-12-31T08:00:00+00:00"
-        );
-        assert!(parse_expiry("tomorrow").is_err());
     }
 }

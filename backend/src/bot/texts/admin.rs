@@ -6,8 +6,9 @@ use super::{Texts, date};
 use crate::service::{BanOutcome, Invite, Language, NodeStatus, SystemStatus, User, UserStatus};
 
 impl Texts {
-    pub fn admin_usage(&self) -> String {
-        let commands = "/status\n/reconcile <region|node>\n/user <id|@name>\n/ban <id|@name>\n/unban <id|@name>\n/limit <id|@name> <0-100>\n/expire <id|@name> <YYYY-MM-DD|RFC 3339|never>\n/invite [uses] [days]";
+    /// The list of admin commands, one usage line each (the lines are the commands' own).
+    pub fn admin_usage(&self, usages: &[&str]) -> String {
+        let commands = usages.join("\n");
         match self.lang {
             Language::En => format!("Admin commands:\n{commands}"),
             Language::Ru => format!("Команды администратора:\n{commands}"),
