@@ -3,6 +3,7 @@
 //! `--json`; declarations (`region add`, `node add`) are idempotent and print `created`,
 //! `updated` or `unchanged`.
 
+mod import;
 mod nodes;
 mod ops;
 mod output;
@@ -41,6 +42,8 @@ pub enum Command {
     /// VPN nodes (one WireGuard interface each).
     #[command(subcommand)]
     Node(nodes::NodeCommand),
+    /// Bring an existing WireGuard server's peers onto a node (no new configs for anyone).
+    Import(import::ImportArgs),
     /// Registered users.
     #[command(subcommand)]
     User(users::UserCommand),
@@ -82,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => Ok(()),
         Command::Region(cmd) => regions::run(&service, cmd, json).await,
         Command::Node(cmd) => nodes::run(&service, cmd, json).await,
+        Command::Import(args) => import::run(&service, args, json).await,
         Command::User(cmd) => users::run(&service, cmd, json).await,
         Command::Invite(cmd) => ops::invite(&service, cmd, json).await,
         Command::Reconcile(args) => ops::reconcile(&service, args, json).await,

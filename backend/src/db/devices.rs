@@ -25,6 +25,8 @@ pub struct DeviceRow {
     pub revoke_reason: Option<RevokeReason>,
     pub created_at: DateTime<Utc>,
     pub reissued_at: Option<DateTime<Utc>>,
+    /// Set when `pvpnctl import` brought the device over from an existing server.
+    pub imported_at: Option<DateTime<Utc>>,
     pub last_handshake_at: Option<DateTime<Utc>>,
     pub rx_bytes: i64,
     pub tx_bytes: i64,
@@ -99,7 +101,7 @@ macro_rules! select_device {
     () => {
         "SELECT d.id, d.user_id, d.name, n.region, r.display_name AS region_name, d.node,
                 host(d.address) AS address, d.public_key, d.status, d.revoke_reason, d.created_at,
-                d.reissued_at, d.last_handshake_at, d.rx_bytes, d.tx_bytes
+                d.reissued_at, d.imported_at, d.last_handshake_at, d.rx_bytes, d.tx_bytes
          FROM devices d JOIN nodes n ON n.name = d.node JOIN regions r ON r.code = n.region "
     };
 }

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod devices;
+pub mod import;
 pub mod invites;
 pub mod nodes;
 pub mod outbox;

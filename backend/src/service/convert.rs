@@ -52,6 +52,7 @@ pub(crate) fn device(row: &DeviceRow) -> DeviceView {
         revoke_reason: row.revoke_reason,
         created_at: row.created_at,
         reissued_at: row.reissued_at,
+        imported_config: row.imported_at.is_some() && row.reissued_at.is_none(),
         last_handshake_at: row.last_handshake_at,
         rx_bytes: row.rx_bytes.max(0).unsigned_abs(),
         tx_bytes: row.tx_bytes.max(0).unsigned_abs(),

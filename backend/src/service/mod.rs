@@ -50,6 +50,7 @@ mod convert;
 mod devices;
 pub mod error;
 mod expiry;
+pub mod import;
 pub mod infra;
 mod outbox;
 mod regions;

@@ -150,6 +150,9 @@ pub struct DeviceView {
     pub revoke_reason: Option<RevokeReason>,
     pub created_at: DateTime<Utc>,
     pub reissued_at: Option<DateTime<Utc>>,
+    /// The device still uses the config of the server it was imported from (`pvpnctl import`):
+    /// PVPN never had its private key, so there is no config to show, and none is needed.
+    pub imported_config: bool,
     pub last_handshake_at: Option<DateTime<Utc>>,
     /// Cumulative bytes received by the node from this device.
     pub rx_bytes: u64,

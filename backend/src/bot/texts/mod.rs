@@ -217,7 +217,7 @@ impl Texts {
         };
         // rx is what the node received from the device: the device's upload.
         let (up, down) = (human_bytes(d.rx_bytes), human_bytes(d.tx_bytes));
-        match self.lang {
+        let line = match self.lang {
             Language::En => format!(
                 "• {} — {}\n  created {}; {seen}\n  traffic: ↑ {up} ↓ {down}",
                 d.name,
@@ -230,6 +230,11 @@ impl Texts {
                 d.region_name,
                 date(d.created_at)
             ),
+        };
+        if d.imported_config {
+            format!("{line}\n  {}", self.imported_device_note())
+        } else {
+            line
         }
     }
 
@@ -261,7 +266,7 @@ impl Texts {
     }
 
     pub fn confirm_reissue(&self, d: &DeviceView) -> String {
-        match self.lang {
+        let question = match self.lang {
             Language::En => format!(
                 "Re-issue “{}” ({})? You get a new config; the old one stops working.",
                 d.name, d.region_name
@@ -270,6 +275,11 @@ impl Texts {
                 "Перевыпустить «{}» ({})? Вы получите новую конфигурацию, старая перестанет работать.",
                 d.name, d.region_name
             ),
+        };
+        if d.imported_config {
+            format!("{}\n\n{question}", self.reissue_imported_warning())
+        } else {
+            question
         }
     }
 
@@ -307,6 +317,7 @@ impl Texts {
 }
 
 mod admin;
+mod imported;
 mod outcomes;
 
 #[cfg(test)]
@@ -353,6 +364,7 @@ mod tests {
             revoke_reason: None,
             created_at: now,
             reissued_at: None,
+            imported_config: false,
             last_handshake_at: None,
             rx_bytes: 0,
             tx_bytes: 0,
