@@ -99,7 +99,7 @@ fn fails(url: &str, args: &[&str]) -> String {
 }
 
 fn import_json(url: &str, args: &[&str]) -> Value {
-    let mut all = vec!["--json", "import", "nl-1"];
+    let mut all = vec!["--json", "import", "nl-1", "--no-wait"];
     all.extend_from_slice(args);
     serde_json::from_str(&ok(url, &all)).expect("--json output")
 }
@@ -203,7 +203,7 @@ async fn imports_peers_with_their_keys_once_and_then_changes_nothing() {
     assert!(devices.iter().all(|d| d.imported_config));
 
     let after_first = state(&env.pool).await;
-    let mut plain = vec!["import", "nl-1"];
+    let mut plain = vec!["import", "nl-1", "--no-wait"];
     plain.extend_from_slice(&args);
     let text = ok(url, &plain);
     assert!(text.contains("unchanged"), "{text}");

@@ -22,6 +22,9 @@ pub struct VpnSite {
     pub node: NodeName,
     /// The node's interface: `wireguard-go` in `server_ns`.
     pub wg: WgInterface,
+    /// The interface's private key, for tests that play the server's previous owner (a full
+    /// `wg setconf` file names it).
+    pub private_key: PrivateKey,
     /// Where clients reach the node, as `host:port`.
     pub endpoint: String,
     pub subnet: Ipv4Net,
@@ -35,6 +38,18 @@ pub struct VpnSite {
 impl VpnSite {
     /// Builds site number `index` (1..=250) for `region`.
     pub fn create(index: u8, region: &str, display_name: &str) -> Result<Self> {
+        let subnet: Ipv4Net = format!("198.19.{index}.0/24").parse()?;
+        Self::create_with_subnet(index, region, display_name, subnet)
+    }
+
+    /// Like [`VpnSite::create`] with another client subnet (inside 198.18.0.0/15), for nodes
+    /// with more than 253 clients.
+    pub fn create_with_subnet(
+        index: u8,
+        region: &str,
+        display_name: &str,
+        subnet: Ipv4Net,
+    ) -> Result<Self> {
         let region = RegionCode::new(region)?;
         let node = NodeName::new(format!("{region}-1"))?;
         let server_ns = Netns::create(&format!("srv{index}"))?;
@@ -46,20 +61,21 @@ impl VpnSite {
             &client_ns,
             &format!("198.18.{index}.2/24"),
         )?;
-        let subnet: Ipv4Net = format!("198.19.{index}.0/24").parse()?;
-        let tunnel_address = Ipv4Addr::new(198, 19, index, 1);
+        let tunnel_address = Ipv4Addr::from(u32::from(subnet.network()) + 1);
+        let private_key = PrivateKey::generate();
         let wg = WgInterface::start(
             &server_ns,
             &WgInterface::unique_name(&format!("s{index}"))?,
-            &PrivateKey::generate(),
+            &private_key,
             LISTEN_PORT,
-            &format!("{tunnel_address}/24"),
+            &format!("{tunnel_address}/{}", subnet.prefix_len()),
         )?;
         Ok(Self {
             region,
             display_name: display_name.to_string(),
             node,
             wg,
+            private_key,
             endpoint: format!("{server_veth}:{LISTEN_PORT}"),
             subnet,
             tunnel_address,

@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -51,6 +52,14 @@ pub struct ImportArgs {
     /// Check everything and print what would happen; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Return at commit instead of waiting until the relay (pvpn-backend) published the node's
+    /// snapshot to Redis. Start the agent only after that: a partial snapshot would make it
+    /// remove the peers not published yet.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the relay, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub wait_secs: u64,
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
@@ -91,14 +100,53 @@ pub async fn run(service: &Service, args: ImportArgs, json: bool) -> anyhow::Res
         confirm_removal: args.remove_unmapped,
         dry_run: args.dry_run,
     };
-    match service.import_peers(&actor(), &request).await {
-        Ok(report) if json => output::json(&report),
-        Ok(report) => {
-            print_report(&report);
-            Ok(())
+    let report = match service.import_peers(&actor(), &request).await {
+        Ok(report) => report,
+        Err(ImportError::Invalid(problems)) => return refuse(&problems, json),
+        Err(ImportError::Service(e)) => return Err(e.into()),
+    };
+    if json {
+        output::json(&report)?;
+    } else {
+        print_report(&report);
+    }
+    if report.dry_run || args.no_wait {
+        return Ok(());
+    }
+    wait_published(
+        service,
+        &request.node,
+        Duration::from_secs(args.wait_secs),
+        json,
+    )
+    .await
+}
+
+/// Waits until the relay has published every revision of the node, so the agent may start.
+async fn wait_published(
+    service: &Service,
+    node: &NodeName,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (revision, published) = service.node_publication(node).await?;
+        if published >= revision {
+            if !json {
+                println!(
+                    "published to Redis at revision {revision}: the node's agent may take over"
+                );
+            }
+            return Ok(());
         }
-        Err(ImportError::Invalid(problems)) => refuse(&problems, json),
-        Err(ImportError::Service(e)) => Err(e.into()),
+        if Instant::now() >= deadline {
+            bail!(
+                "the import is committed, but after {}s the relay has published node {node} only up to revision {published} of {revision}: is pvpn-backend running? Do not start the node's agent before `pvpnctl status` shows it published at {revision} (or run this import again: it waits)",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

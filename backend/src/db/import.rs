@@ -193,6 +193,14 @@ pub async fn take_revisions(conn: &mut PgConnection, node: &str, count: i64) -> 
     .await
 }
 
+/// `(revision, published_revision)` of a node: equal once the relay published every change.
+pub async fn publication(conn: &mut PgConnection, node: &str) -> sqlx::Result<Option<(i64, i64)>> {
+    sqlx::query_as("SELECT revision, published_revision FROM nodes WHERE name = $1")
+        .bind(node)
+        .fetch_optional(conn)
+        .await
+}
+
 /// One `peer_upsert` outbox row per `(revision, StreamEvent JSON)`, then the relay's wake-up.
 pub async fn insert_upserts(
     conn: &mut PgConnection,

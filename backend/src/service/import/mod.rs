@@ -183,6 +183,17 @@ impl Service {
         }
     }
 
+    /// `(revision, published_revision)` of the node: the import is in Redis, and the agent may
+    /// take over, once the second reaches the first.
+    pub async fn node_publication(&self, node: &NodeName) -> Result<(u64, u64), ServiceError> {
+        let mut conn = self.pool.acquire().await?;
+        let (revision, published) = db::import::publication(&mut conn, node.as_str())
+            .await?
+            .ok_or(ServiceError::NodeNotFound)?;
+        let as_u64 = |r: i64| u64::try_from(r).unwrap_or(0);
+        Ok((as_u64(revision), as_u64(published)))
+    }
+
     async fn try_import(
         &self,
         actor: &Actor,
