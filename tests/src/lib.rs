@@ -8,6 +8,7 @@
 //!
 //! - [`binaries`]: finds the built programs.
 //! - [`live`]: `pvpn-demo` with a real bot token: one local node, live on Telegram.
+//! - [`old_server`]: a WireGuard server as it ran before PVPN, for the import cut-over.
 //! - [`process`]: a child process with a log file, stopped by its pid when dropped.
 //! - [`site`]: one region's node and client network ([`site::VpnSite`]).
 //! - [`stack`]: the services and processes of a running PVPN ([`stack::Stack`]).
@@ -16,6 +17,7 @@
 
 pub mod binaries;
 pub mod live;
+pub mod old_server;
 pub mod process;
 pub mod site;
 pub mod stack;

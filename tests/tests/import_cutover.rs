@@ -7,16 +7,14 @@
 //! the note that their config keeps working, revokes it, and the peer leaves the node.
 //! Needs root (network namespaces).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use ipnet::Ipv4Net;
-use pvpn_common::keys::KeyPair;
-use pvpn_common::{PresharedKey, PublicKey};
-use pvpn_tests::site::{LISTEN_PORT, VpnSite};
+use pvpn_tests::old_server::{OldServer, Shape};
+use pvpn_tests::site::VpnSite;
 use pvpn_tests::stack::{Stack, wait_until};
 use pvpn_tests::tunnel::{ClientTunnel, answers_ping, ping_series};
 use pvpn_tests::user::BotUser;
@@ -30,62 +28,17 @@ const CLIENT_TELEGRAM_ID: i64 = 777_001;
 const WITH_KEEPALIVE: usize = 10;
 const CONVERGE: Duration = Duration::from_secs(90);
 
-struct OldServer {
-    /// `wg setconf` file of the old server: its key, its port, its peers.
-    setconf: String,
-    mapping: String,
-    client_config: String,
-    client_key: PublicKey,
-    /// Allowed IPs of every peer, as the old server holds them.
-    allowed: BTreeMap<PublicKey, String>,
-}
-
 fn old_server(site: &VpnSite) -> OldServer {
-    let base = u32::from(site.subnet.network()) + 2;
-    let mut setconf = format!(
-        "[Interface]\nPrivateKey = {}\nListenPort = {LISTEN_PORT}\n",
-        site.private_key.to_base64()
-    );
-    let mut mapping = String::from("public_key,telegram_id,device_name\n");
-    let mut allowed = BTreeMap::new();
-    let mut client = None;
-    for i in 0..PEERS {
-        let keys = KeyPair::generate();
-        let psk = PresharedKey::generate();
-        let address = std::net::Ipv4Addr::from(base + u32::try_from(i).unwrap_or(0));
-        setconf.push_str(&format!(
-            "\n[Peer]\nPublicKey = {}\nPresharedKey = {}\nAllowedIPs = {address}/32\n",
-            keys.public,
-            psk.to_base64()
-        ));
-        if (1..=WITH_KEEPALIVE).contains(&i) {
-            setconf.push_str("PersistentKeepalive = 25\n");
-        }
-        allowed.insert(keys.public, format!("{address}/32"));
-        if i == CLIENT {
-            mapping.push_str(&format!("{},{CLIENT_TELEGRAM_ID},phone\n", keys.public));
-            client = Some((keys, psk, address));
-        } else if i % 100 != 0 {
-            // Every 100th peer has no mapping: imported as unassigned.
-            mapping.push_str(&format!("{},{},dev-{i}\n", keys.public, 500_000 + i / 5));
-        }
-    }
-    let (keys, psk, address) = client.expect("the client is among the peers");
-    let client_config = format!(
-        "[Interface]\nPrivateKey = {}\nAddress = {address}/32\n\n[Peer]\nPublicKey = {}\n\
-         PresharedKey = {}\nEndpoint = {}\nAllowedIPs = 0.0.0.0/0\n",
-        keys.private.to_base64(),
-        site.wg.public_key(),
-        psk.to_base64(),
-        site.endpoint
-    );
-    OldServer {
-        setconf,
-        mapping,
-        client_config,
-        client_key: keys.public,
-        allowed,
-    }
+    OldServer::generate(
+        site,
+        Shape {
+            peers: PEERS,
+            client: Some(CLIENT),
+            client_telegram_id: CLIENT_TELEGRAM_ID,
+            with_keepalive: WITH_KEEPALIVE,
+            unmapped_every: 100,
+        },
+    )
 }
 
 /// Pings in rounds of 10 until told to stop; `(sent, answered)`.
@@ -149,7 +102,9 @@ async fn scenario(stack: &Stack, site: &VpnSite) -> Result<()> {
         site.wg.wg(&["show", site.wg.name(), "public-key"])?.trim() == node_key.to_base64(),
         "the old server's key changed"
     );
-    let tunnel = ClientTunnel::up(&site.client_ns, &old.client_config)?;
+    let client_config = old.client_config.as_deref().context("no client config")?;
+    let client_key = old.client_key.context("no client key")?;
+    let tunnel = ClientTunnel::up(&site.client_ns, client_config)?;
     wait_until("ping through the old server", CONVERGE, || {
         answers_ping(&site.client_ns, site.tunnel_address)
     })
@@ -281,11 +236,7 @@ async fn scenario(stack: &Stack, site: &VpnSite) -> Result<()> {
     );
     user.revoke("phone").await?;
     wait_until("the revoked peer leaves the node", CONVERGE, || {
-        Ok(!site
-            .wg
-            .peers()?
-            .iter()
-            .any(|p| p.public_key == old.client_key))
+        Ok(!site.wg.peers()?.iter().any(|p| p.public_key == client_key))
     })
     .await?;
     ensure!(
