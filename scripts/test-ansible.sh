@@ -3,7 +3,8 @@
 # (backend.yml + region.yml) applied through Ansible's chroot connection to three Debian 12 roots
 # built with debootstrap (a backend host and two nodes of two regions), checked with the real
 # tools (nft, systemd-analyze, redis-server, PostgreSQL, wg), and a second run that must change
-# nothing. Needs root. Any failed check fails the run with a message saying what is wrong.
+# nothing; then a fourth root that already runs WireGuard is adopted (scripts/test-ansible-adopt.sh).
+# Needs root. Any failed check fails the run with a message saying what is wrong.
 #
 # The debootstrap root and the downloaded .deb files are cached in $PVPN_TEST_CACHE so repeated
 # runs on the same machine take a few minutes. Environment:
@@ -255,4 +256,5 @@ expect_failure "must be /16 to /30" region.yml --limit nl-1 -e pvpn_node_subnet=
 export PVPN_TEST_WORK=$work PVPN_TEST_DB=$db_name
 log "checking the provisioned roots with the real tools"
 source "$repo/scripts/test-ansible-checks.sh"
+source "$repo/scripts/test-ansible-adopt.sh"
 log "all Ansible checks passed"
