@@ -337,3 +337,7 @@ fn check_users(request: &Request<'_>, facts: &Facts, plan: &mut Plan, problems: 
         }
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
