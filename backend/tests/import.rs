@@ -148,6 +148,17 @@ async fn imports_peers_with_their_keys_once_and_then_changes_nothing() {
     assert_eq!(report["dry_run"], true);
     assert_eq!(report["created_devices"], 6);
     assert_eq!(report["unassigned_devices"], 3);
+    let unassigned: Vec<u64> = report["unassigned"]
+        .as_array()
+        .expect("unassigned peers listed")
+        .iter()
+        .filter_map(|p| p["line"].as_u64())
+        .collect();
+    assert_eq!(
+        unassigned,
+        vec![5, 6, 7],
+        "the unmapped peers, by their dump lines"
+    );
     assert_eq!(report["created_users"], 2);
     assert_eq!(state(&env.pool).await, before, "a dry run writes nothing");
 

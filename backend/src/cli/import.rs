@@ -12,7 +12,8 @@ use pvpn_common::NodeName;
 use super::{actor, output};
 use crate::service::Service;
 use crate::service::import::{
-    ImportError, ImportReport, ImportRequest, Problem, UnmappedPeers, parse_mapping, parse_peers,
+    ImportError, ImportReport, ImportRequest, Problem, UnmappedPeer, UnmappedPeers, parse_mapping,
+    parse_peers,
 };
 
 /// Most problems printed; the rest are counted.
@@ -167,6 +168,25 @@ fn refuse(problems: &[Problem], json: bool) -> anyhow::Result<()> {
     )
 }
 
+/// Most unmapped peers listed by line; `--json` lists all.
+const MAX_LISTED_PEERS: usize = 50;
+
+fn list_peers(what: &str, peers: &[UnmappedPeer]) {
+    if peers.is_empty() {
+        return;
+    }
+    println!("  {what}: {}", peers.len());
+    for peer in peers.iter().take(MAX_LISTED_PEERS) {
+        println!("    line {}: {}", peer.line, peer.public_key);
+    }
+    if peers.len() > MAX_LISTED_PEERS {
+        println!(
+            "    … and {} more (--json lists all)",
+            peers.len() - MAX_LISTED_PEERS
+        );
+    }
+}
+
 fn print_report(r: &ImportReport) {
     println!("node {}: {} peer(s) in the file", r.node, r.peers);
     println!(
@@ -177,15 +197,14 @@ fn print_report(r: &ImportReport) {
         "  assigned to their users: {}, already imported: {}",
         r.assigned_devices, r.unchanged_devices
     );
-    if !r.left_out.is_empty() {
-        println!(
-            "  left out (the agent removes them when it takes over): {}",
-            r.left_out.len()
-        );
-        for peer in &r.left_out {
-            println!("    line {}: {}", peer.line, peer.public_key);
-        }
-    }
+    list_peers(
+        "unmapped, imported as unassigned (a later import with their mapping assigns them)",
+        &r.unassigned,
+    );
+    list_peers(
+        "unmapped, left out (the agent removes them when it takes over)",
+        &r.left_out,
+    );
     if r.keepalive_dropped > 0 {
         println!(
             "  server-side PersistentKeepalive not kept on {} peer(s) (cleared in place by the agent)",

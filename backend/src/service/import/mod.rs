@@ -130,9 +130,9 @@ pub struct ImportRequest {
     pub dry_run: bool,
 }
 
-/// A peer that is not imported.
+/// A peer the mapping does not name.
 #[derive(Debug, Clone, Serialize)]
-pub struct LeftOutPeer {
+pub struct UnmappedPeer {
     pub line: usize,
     pub public_key: String,
 }
@@ -148,11 +148,14 @@ pub struct ImportReport {
     pub created_devices: usize,
     /// Of the created devices, those owned by the unassigned placeholder.
     pub unassigned_devices: usize,
+    /// The peers imported as unassigned.
+    pub unassigned: Vec<UnmappedPeer>,
     /// Unassigned devices the mapping now gave to users.
     pub assigned_devices: usize,
     pub unchanged_devices: usize,
     pub created_users: usize,
-    pub left_out: Vec<LeftOutPeer>,
+    /// The unmapped peers not imported (the agent removes them when it takes over).
+    pub left_out: Vec<UnmappedPeer>,
     /// Peers whose server-side PersistentKeepalive is not kept (the agent clears it in place).
     pub keepalive_dropped: usize,
     /// The node revisions the new devices took, first and last.
@@ -279,13 +282,22 @@ fn report_of(request: &ImportRequest, plan: &plan::Plan) -> ImportReport {
             .iter()
             .filter(|d| d.owner == plan::Owner::Unassigned)
             .count(),
+        unassigned: plan
+            .create
+            .iter()
+            .filter(|d| d.owner == plan::Owner::Unassigned)
+            .map(|d| UnmappedPeer {
+                line: d.line,
+                public_key: d.public_key.to_base64(),
+            })
+            .collect(),
         assigned_devices: plan.assign.len(),
         unchanged_devices: plan.unchanged,
         created_users: plan.new_users.len(),
         left_out: plan
             .left_out
             .iter()
-            .map(|(line, key)| LeftOutPeer {
+            .map(|(line, key)| UnmappedPeer {
                 line: *line,
                 public_key: key.to_base64(),
             })

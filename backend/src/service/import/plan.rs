@@ -60,6 +60,8 @@ pub enum Owner {
 
 #[derive(Debug, Clone)]
 pub struct NewDevice {
+    /// The peer's line in the peers file.
+    pub line: usize,
     pub public_key: PublicKey,
     pub preshared_key: Option<PresharedKey>,
     pub address: Ipv4Addr,
@@ -221,6 +223,7 @@ pub fn plan(request: &Request<'_>, facts: &Facts) -> Result<Plan, Vec<Problem>> 
             .and_then(|e| e.device_name.clone())
             .unwrap_or_else(|| default_name(owner, address));
         plan.create.push(NewDevice {
+            line: peer.line,
             public_key: peer.public_key,
             preshared_key: peer.preshared_key.clone(),
             address,
