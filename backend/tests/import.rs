@@ -257,7 +257,7 @@ async fn refusals_name_the_line_and_change_nothing() {
     user(&env.service, 2001).await;
     let granted = env
         .service
-        .grant_device(2001, "nl", Some("pvpn"))
+        .grant_device(2001, &region("nl"), Some("pvpn"))
         .await
         .unwrap();
     let before = state(&env.pool).await;

@@ -47,6 +47,7 @@ impl<'r> FromRow<'r, PgRow> for DeviceRow {
             revoke_reason: row.try_get("revoke_reason")?,
             created_at: row.try_get("created_at")?,
             reissued_at: row.try_get("reissued_at")?,
+            imported_at: row.try_get("imported_at")?,
             last_handshake_at: row.try_get("last_handshake_at")?,
             rx_bytes: row.try_get("rx_bytes")?,
             tx_bytes: row.try_get("tx_bytes")?,

@@ -1,21 +1,41 @@
 //! Queries of `pvpnctl import`: the facts an import is checked against, and its batched writes
 //! (users, devices, outbox rows), each a few statements over arrays however many peers there are.
 
-use sqlx::PgConnection;
+use std::net::Ipv4Addr;
+
+use pvpn_common::{NodeName, PresharedKey, PublicKey, RegionCode};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, Row};
+
+use super::values::{DeviceStatus, UserStatus, parsed, parsed_secret_opt};
 
 /// Rows per batched statement: keeps each statement's parameters a few megabytes at most.
 const CHUNK: usize = 5_000;
 
 /// A device that already has one of the imported keys.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct KeyHolderRow {
     pub id: i64,
-    pub public_key: String,
-    pub node: String,
-    pub status: String,
-    pub address: String,
-    pub preshared_key: Option<String>,
+    pub public_key: PublicKey,
+    pub node: NodeName,
+    pub status: DeviceStatus,
+    pub address: Ipv4Addr,
+    pub preshared_key: Option<PresharedKey>,
     pub owner_telegram_id: i64,
+}
+
+impl<'r> FromRow<'r, PgRow> for KeyHolderRow {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            public_key: parsed(row, "public_key")?,
+            node: parsed(row, "node")?,
+            status: row.try_get("status")?,
+            address: parsed(row, "address")?,
+            preshared_key: parsed_secret_opt(row, "preshared_key")?,
+            owner_telegram_id: row.try_get("owner_telegram_id")?,
+        })
+    }
 }
 
 /// Every device (any node, any status) holding one of `keys`.
@@ -27,8 +47,8 @@ pub async fn devices_with_keys(
     for chunk in keys.chunks(CHUNK) {
         rows.extend(
             sqlx::query_as::<_, KeyHolderRow>(
-                "SELECT d.id, d.public_key, d.node, d.status, host(d.address) AS address, d.preshared_key,
-                        u.telegram_id AS owner_telegram_id
+                "SELECT d.id, d.public_key, d.node, d.status, host(d.address) AS address,
+                        d.preshared_key, u.telegram_id AS owner_telegram_id
                  FROM devices d JOIN users u ON u.id = d.user_id
                  WHERE d.public_key = ANY($1)",
             )
@@ -40,15 +60,32 @@ pub async fn devices_with_keys(
     Ok(rows)
 }
 
-/// `(address, public_key)` of the node's live devices.
+/// A live address on a node and the key holding it.
+#[derive(Debug, Clone)]
+pub struct LiveAddress {
+    pub address: Ipv4Addr,
+    pub public_key: PublicKey,
+}
+
+impl<'r> FromRow<'r, PgRow> for LiveAddress {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            address: parsed(row, "address")?,
+            public_key: parsed(row, "public_key")?,
+        })
+    }
+}
+
+/// The node's live devices' addresses.
 pub async fn live_addresses(
     conn: &mut PgConnection,
-    node: &str,
-) -> sqlx::Result<Vec<(String, String)>> {
+    node: &NodeName,
+) -> sqlx::Result<Vec<LiveAddress>> {
     sqlx::query_as(
-        "SELECT host(address), public_key FROM devices WHERE node = $1 AND status = 'active'",
+        "SELECT host(address) AS address, public_key FROM devices
+         WHERE node = $1 AND status = 'active'",
     )
-    .bind(node)
+    .bind(node.as_str())
     .fetch_all(conn)
     .await
 }
@@ -58,7 +95,7 @@ pub async fn live_addresses(
 pub async fn lock_users(
     conn: &mut PgConnection,
     telegram_ids: &[i64],
-) -> sqlx::Result<Vec<(i64, String, bool)>> {
+) -> sqlx::Result<Vec<(i64, UserStatus, bool)>> {
     sqlx::query("SELECT id FROM users WHERE telegram_id = ANY($1) ORDER BY id FOR UPDATE")
         .bind(telegram_ids)
         .execute(&mut *conn)
@@ -136,7 +173,7 @@ pub struct NewDevices {
 /// Inserts the devices on `node`, marked imported; returns how many.
 pub async fn insert_devices(
     conn: &mut PgConnection,
-    node: &str,
+    node: &NodeName,
     devices: &NewDevices,
 ) -> sqlx::Result<u64> {
     let mut inserted = 0;
@@ -148,7 +185,7 @@ pub async fn insert_devices(
              FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])
                   AS v(user_id, name, public_key, psk, address)",
         )
-        .bind(node)
+        .bind(node.as_str())
         .bind(&devices.user_ids[start..end])
         .bind(&devices.names[start..end])
         .bind(&devices.public_keys[start..end])
@@ -183,20 +220,27 @@ pub async fn assign_devices(
 
 /// Takes `count` revisions of a locked node at once; returns the last (the first is
 /// `last - count + 1`).
-pub async fn take_revisions(conn: &mut PgConnection, node: &str, count: i64) -> sqlx::Result<i64> {
+pub async fn take_revisions(
+    conn: &mut PgConnection,
+    node: &NodeName,
+    count: i64,
+) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "UPDATE nodes SET revision = revision + $2 WHERE name = $1 RETURNING revision",
     )
-    .bind(node)
+    .bind(node.as_str())
     .bind(count)
     .fetch_one(conn)
     .await
 }
 
 /// `(revision, published_revision)` of a node: equal once the relay published every change.
-pub async fn publication(conn: &mut PgConnection, node: &str) -> sqlx::Result<Option<(i64, i64)>> {
+pub async fn publication(
+    conn: &mut PgConnection,
+    node: &NodeName,
+) -> sqlx::Result<Option<(i64, i64)>> {
     sqlx::query_as("SELECT revision, published_revision FROM nodes WHERE name = $1")
-        .bind(node)
+        .bind(node.as_str())
         .fetch_optional(conn)
         .await
 }
@@ -204,8 +248,8 @@ pub async fn publication(conn: &mut PgConnection, node: &str) -> sqlx::Result<Op
 /// One `peer_upsert` outbox row per `(revision, StreamEvent JSON)`, then the relay's wake-up.
 pub async fn insert_upserts(
     conn: &mut PgConnection,
-    region: &str,
-    node: &str,
+    region: &RegionCode,
+    node: &NodeName,
     revisions: &[i64],
     payloads: &[String],
 ) -> sqlx::Result<()> {
@@ -217,8 +261,8 @@ pub async fn insert_upserts(
              FROM unnest($3::bigint[], $4::text[]) WITH ORDINALITY AS v(revision, payload, ord)
              ORDER BY v.ord",
         )
-        .bind(region)
-        .bind(node)
+        .bind(region.as_str())
+        .bind(node.as_str())
         .bind(&revisions[start..end])
         .bind(&payloads[start..end])
         .execute(&mut *conn)

@@ -23,14 +23,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use pvpn_common::{NodeName, PresharedKey, PublicKey};
+use pvpn_common::{NodeName, PublicKey};
 use serde::Serialize;
 
 pub use mapping::{MappingEntry, parse_mapping};
 pub use source::{SourcePeer, parse_peers};
 
+use super::devices::node_capacity;
 use super::error::MAX_ATTEMPTS;
-use super::types::Actor;
+use super::types::{Actor, DeviceStatus, UserStatus};
 use super::{Service, ServiceError};
 use crate::db;
 use plan::{Facts, KnownDevice, KnownUser, Request};
@@ -190,7 +191,7 @@ impl Service {
     /// take over, once the second reaches the first.
     pub async fn node_publication(&self, node: &NodeName) -> Result<(u64, u64), ServiceError> {
         let mut conn = self.pool.acquire().await?;
-        let (revision, published) = db::import::publication(&mut conn, node.as_str())
+        let (revision, published) = db::import::publication(&mut conn, node)
             .await?
             .ok_or(ServiceError::NodeNotFound)?;
         let as_u64 = |r: i64| u64::try_from(r).unwrap_or(0);
@@ -312,57 +313,39 @@ async fn read_facts(
     conn: &mut sqlx::PgConnection,
     node: &db::nodes::NodeRow,
     request: &ImportRequest,
-    users: Vec<(i64, String, bool)>,
+    users: Vec<(i64, UserStatus, bool)>,
 ) -> Result<Facts, ServiceError> {
-    let bad =
-        |what: &str| ServiceError::Internal(format!("node {} has an invalid {what}", node.name));
-    let subnet = node
-        .subnet
-        .parse()
-        .ok()
-        .and_then(|net| pvpn_common::addressing::ClientSubnet::new(net).ok())
-        .ok_or_else(|| bad("subnet"))?;
     let keys: BTreeSet<String> = request
         .peers
         .iter()
         .map(|p| p.public_key.to_base64())
         .collect();
     let keys: Vec<String> = keys.into_iter().collect();
-    let mut known_devices = HashMap::new();
-    for row in db::import::devices_with_keys(conn, &keys).await? {
-        let stored =
-            |what: &str| ServiceError::Internal(format!("device {} has an invalid {what}", row.id));
-        let key: PublicKey = row.public_key.parse().map_err(|_| stored("key"))?;
-        let preshared_key = row
-            .preshared_key
-            .as_deref()
-            .map(str::parse::<PresharedKey>)
-            .transpose()
-            .map_err(|_| stored("preshared key"))?;
-        known_devices.insert(
-            key,
-            KnownDevice {
+    let known_devices: HashMap<PublicKey, KnownDevice> = db::import::devices_with_keys(conn, &keys)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let device = KnownDevice {
                 id: row.id,
-                node: row.node.clone(),
-                active: row.status == "active",
-                address: row.address.parse().map_err(|_| stored("address"))?,
-                preshared_key,
+                node: row.node.to_string(),
+                active: row.status == DeviceStatus::Active,
+                address: row.address,
+                preshared_key: row.preshared_key,
                 owner_telegram_id: row.owner_telegram_id,
-            },
-        );
-    }
-    let mut live_addresses = HashMap::new();
-    for (address, key) in db::import::live_addresses(conn, &node.name).await? {
-        let address: Ipv4Addr = address.parse().map_err(|_| bad("device address"))?;
-        let key: PublicKey = key.parse().map_err(|_| bad("device key"))?;
-        live_addresses.insert(address, key);
-    }
-    let configured = u64::try_from(node.capacity.max(0)).unwrap_or(0);
-    let capacity = configured.min(u64::from(subnet.client_capacity()));
+            };
+            (row.public_key, device)
+        })
+        .collect();
+    let live_addresses: HashMap<Ipv4Addr, PublicKey> = db::import::live_addresses(conn, &node.name)
+        .await?
+        .into_iter()
+        .map(|live| (live.address, live.public_key))
+        .collect();
+    let capacity = u64::from(node_capacity(node));
     let live = u64::try_from(live_addresses.len()).unwrap_or(u64::MAX);
     Ok(Facts {
-        node: node.name.clone(),
-        subnet,
+        node: node.name.to_string(),
+        subnet: node.subnet,
         room: capacity.saturating_sub(live),
         known_devices,
         live_addresses,
@@ -370,7 +353,7 @@ async fn read_facts(
             .into_iter()
             .map(|(id, status, expired)| {
                 let user = KnownUser {
-                    banned: status == "banned",
+                    banned: status == UserStatus::Banned,
                     expired,
                 };
                 (id, user)

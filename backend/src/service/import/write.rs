@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use pvpn_common::wire::StreamEvent;
-use pvpn_common::{NodeName, PresharedKey};
+use pvpn_common::{PeerSpec, PresharedKey};
 
 use super::UNASSIGNED_TELEGRAM_ID;
 use super::plan::{Owner, Plan};
 use crate::db;
 use crate::db::nodes::NodeRow;
-use crate::service::{ServiceError, render};
+use crate::service::ServiceError;
 
 /// Writes the plan on the locked `node`; returns the first and last revision the new devices took.
 pub(super) async fn apply(
@@ -18,8 +18,6 @@ pub(super) async fn apply(
     node: &NodeRow,
     plan: &Plan,
 ) -> Result<Option<(u64, u64)>, ServiceError> {
-    let node_name = NodeName::new(&node.name)
-        .map_err(|_| ServiceError::Internal(format!("bad node name {:?}", node.name)))?;
     let mut receiving: Vec<i64> = plan
         .create
         .iter()
@@ -85,9 +83,9 @@ pub(super) async fn apply(
     let mut payloads = Vec::with_capacity(plan.create.len());
     for (d, revision) in plan.create.iter().zip(&revisions) {
         let event = StreamEvent::PeerUpsert {
-            node: node_name.clone(),
+            node: node.name.clone(),
             revision: revision_u64(*revision)?,
-            peer: render::peer_spec(d.public_key, d.preshared_key.clone(), d.address),
+            peer: PeerSpec::for_client(d.public_key, d.preshared_key.clone(), d.address),
         };
         payloads.push(event.encode());
     }
