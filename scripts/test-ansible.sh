@@ -11,7 +11,7 @@
 #   PVPN_BINARIES_DIR   where pvpn-backend, pvpnctl, pvpn-agent are (default target/debug, built
 #                       here with cargo build when it is the default)
 #   PVPN_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the host's apt source)
-#   PVPN_TEST_CACHE     cache directory (default /var/cache/pvpn-test)
+#   PVPN_TEST_CACHE     cache directory (default /var/cache/pvpn-test; scripts/debootstrap-root.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -25,12 +25,7 @@ for tool in ansible-playbook ansible-lint debootstrap nft systemd-analyze redis-
 done
 
 cache=${PVPN_TEST_CACHE:-/var/cache/pvpn-test}
-# What a real Debian 12 server has besides minbase: systemd, sudo; Ansible needs python3.
-include=python3,systemd,systemd-sysv,sudo
-pristine_tar=$cache/debootstrap-bookworm-minbase-${include//,/-}.tar
 deb_cache=$cache/apt-archives
-mirror=${PVPN_DEBIAN_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
-mirror=${mirror:-http://deb.debian.org/debian}
 
 # ---------------------------------------------------------------------------------------------
 # Binaries: the real ones, never stand-ins.
@@ -58,25 +53,9 @@ log "ansible-lint (production profile)"
 ansible-lint --profile production --nocolor || fail "ansible-lint found problems (see above)"
 
 # ---------------------------------------------------------------------------------------------
-# A pristine Debian 12 root, built once per machine.
-mkdir -p "$cache" "$deb_cache"
-exec 9>"$cache/lock"
-flock 9
-if [ ! -s "$pristine_tar" ]; then
-    log "debootstrap bookworm from $mirror (cached in $pristine_tar)"
-    build=$(mktemp -d "$cache/build.XXXXXX")
-    if ! debootstrap --variant=minbase --include="$include" bookworm "$build/root" "$mirror" \
-        >"$build/debootstrap.log" 2>&1; then
-        tail -n 20 "$build/debootstrap.log" >&2
-        rm -rf --one-file-system "$build"
-        fail "debootstrap could not build Debian 12 from the mirror $mirror (set PVPN_DEBIAN_MIRROR to a reachable one)"
-    fi
-    mv "$build"/root/var/cache/apt/archives/*.deb "$deb_cache/" 2>/dev/null || true
-    tar -C "$build/root" -cf "$pristine_tar.tmp" .
-    mv "$pristine_tar.tmp" "$pristine_tar"
-    rm -rf --one-file-system "$build"
-fi
-flock -u 9
+# A pristine Debian 12 root, built once per machine (shared with the QEMU guest image).
+pristine_tar=$("$repo/scripts/debootstrap-root.sh") || fail "no pristine Debian 12 root (see above)"
+mkdir -p "$deb_cache"
 
 # ---------------------------------------------------------------------------------------------
 # Three targets: a backend host and one node in each of two regions.
