@@ -7,7 +7,10 @@
 //! - [`netns`]: network namespaces joined by veth, with real `wireguard-go` interfaces in them.
 //! - [`postgres`]: a fresh PostgreSQL database per test on the machine's server.
 //! - [`redis_server`]: a private `redis-server` process per test, on its own port, that a test
-//!   may stop, restart empty, or flush without disturbing other tests.
+//!   may stop, restart empty, or flush without disturbing other tests; also inside a namespace,
+//!   for QEMU guests to reach.
+//! - [`vm`]: Debian 12 guests under QEMU (kernel WireGuard, real netlink) on a bridge in a
+//!   namespace, reached over SSH.
 //!
 //! Fixtures fail loudly with what is missing ("run scripts/setup.sh"); they never skip a test.
 
@@ -15,6 +18,7 @@ pub mod botapi;
 pub mod netns;
 pub mod postgres;
 pub mod redis_server;
+pub mod vm;
 
 /// Stops `child` the polite way: SIGTERM, up to `grace` for it to exit on its own (and clean up
 /// after itself: sockets, TUN devices, connections), then SIGKILL. Returns whether it exited

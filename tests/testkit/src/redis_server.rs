@@ -3,8 +3,13 @@
 //! Each [`RedisServer`] is its own `redis-server` process on a free loopback port, without
 //! persistence, killed when dropped. Tests can stop it (Redis down), start it again empty (Redis
 //! restarted without persistence) or flush it, without touching other tests or the machine's Redis.
+//!
+//! [`RedisServer::start_in_netns`] runs it inside a network namespace instead, listening on an
+//! address there (for QEMU guests on a [`crate::vm::GuestNetwork`] bridge) and on a Unix socket,
+//! which the test process reaches from its own namespace.
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +18,8 @@ use anyhow::{Context, Result, bail};
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Set for a server inside a namespace: (namespace, address it listens on, Unix socket).
+    netns: Option<(String, Ipv4Addr, PathBuf)>,
 }
 
 impl RedisServer {
@@ -22,18 +29,51 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .context("finding a free port")?
             .port();
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            child: None,
+            netns: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Starts a server inside `netns` listening on `addr:6379` (the namespace is the test's own,
+    /// so the port is free) and on a Unix socket that [`RedisServer::url`] names.
+    pub fn start_in_netns(netns: &crate::netns::Netns, addr: Ipv4Addr) -> Result<Self> {
+        let socket =
+            std::env::temp_dir().join(format!("pvpn-redis-{}.sock", crate::unique_suffix()));
+        let mut server = Self {
+            port: 6379,
+            child: None,
+            netns: Some((netns.name().to_string(), addr, socket)),
+        };
         server.spawn()?;
         Ok(server)
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let child = Command::new("redis-server")
+        let mut cmd = match &self.netns {
+            Some((netns, addr, socket)) => {
+                let mut cmd = Command::new("ip");
+                // `ip netns exec` execs redis-server: the child's pid is the server's.
+                cmd.args(["netns", "exec", netns, "redis-server", "--bind"])
+                    .arg(addr.to_string())
+                    .arg("--unixsocket")
+                    .arg(socket)
+                    .args(["--unixsocketperm", "700"]);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new("redis-server");
+                cmd.args(["--bind", "127.0.0.1"]);
+                cmd
+            }
+        };
+        let child = cmd
             .args([
                 "--port",
                 &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
                 "--save",
                 "",
                 "--appendonly",
@@ -68,9 +108,22 @@ impl RedisServer {
         }
     }
 
-    /// `redis://127.0.0.1:<port>/`
+    /// Where the test process connects: `redis://127.0.0.1:<port>/`, or for a server in a
+    /// namespace its Unix socket (`redis+unix:///tmp/….sock`).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.netns {
+            Some((_, _, socket)) => format!("redis+unix://{}", socket.display()),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// Where processes inside the namespace (guests on its bridge) connect:
+    /// `redis://<addr>:6379/`; the same as [`RedisServer::url`] for a loopback server.
+    pub fn network_url(&self) -> String {
+        match &self.netns {
+            Some((_, addr, _)) => format!("redis://{addr}:{}/", self.port),
+            None => self.url(),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -101,5 +154,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some((_, _, socket)) = &self.netns {
+            let _ = std::fs::remove_file(socket);
+        }
     }
 }
