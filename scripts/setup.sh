@@ -16,6 +16,8 @@ packages=(
     iproute2 iputils-ping nftables     # namespaces and veth for tests, ping, the nodes' firewall
     ansible ansible-lint debootstrap   # provisioning, and a Debian root to provision in tests
     systemd                            # systemd-analyze verifies the units Ansible installs
+    qemu-system-x86 qemu-utils         # Debian guests with kernel WireGuard (pvpn-testkit's vm)
+    openssh-client                     # the command channel into those guests
     build-essential pkg-config ca-certificates
 )
 missing=()
