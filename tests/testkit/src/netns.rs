@@ -324,7 +324,8 @@ pub struct DumpPeer {
 }
 
 impl DumpPeer {
-    fn parse(line: &str) -> Result<Self> {
+    /// Parses one peer line (the lines after the first) of `wg show <iface> dump`.
+    pub fn parse(line: &str) -> Result<Self> {
         let f: Vec<&str> = line.split('\t').collect();
         if f.len() != 8 {
             bail!("unexpected `wg show dump` line: {line}");
