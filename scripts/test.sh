@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs PVPN's whole test suite: formatting, lints, and every test against real PostgreSQL, Redis
-# and wireguard-go. Needs root (tests create network namespaces). Any failure fails the run.
+# and wireguard-go, and kernel WireGuard in Debian guests under QEMU. Needs root (tests create
+# network namespaces and tap devices). Any failure fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== Debian guest image for the QEMU tests (built once per machine, ~3 min cold)"
+scripts/build-guest-image.sh >/dev/null
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
 scripts/test-ansible.sh  # ansible/: lint, then the playbooks applied to debootstrapped Debian 12 roots and checked
