@@ -22,7 +22,8 @@ done
 
 cache=${PVPN_TEST_CACHE:-/var/cache/pvpn-test}
 packages=(linux-image-cloud-amd64 initramfs-tools udev kmod iproute2 iputils-ping wireguard-tools openssh-server)
-# The kernel the mirror serves today (the host runs the same Debian release, so its apt lists know).
+# The kernel the mirror serves today: the host runs the same Debian release with the same apt
+# sources, which the guest root gets too.
 kernel=$(apt-cache policy linux-image-cloud-amd64 2>/dev/null | awk '/Candidate:/ {print $2}')
 key=$( { cat "$0"; echo "${packages[*]}"; echo "kernel=${kernel:-unknown}"; } | sha256sum | cut -c1-16)
 image=$cache/guest-bookworm-$key
@@ -56,6 +57,12 @@ mount -t sysfs sys "$root/sys"
 mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The host's apt sources (bookworm, -updates, -security), so the guest gets the kernel the cache
+# key names; debootstrap's own list has the release pocket only.
+if [ -s /etc/apt/sources.list.d/debian.sources ]; then
+    rm -f "$root/etc/apt/sources.list"
+    cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/debian.sources"
+fi
 
 # The initramfs needs only what mounts /dev/vda: the virtio PCI and block drivers (ext4 is built in).
 mkdir -p "$root/etc/initramfs-tools/conf.d"
