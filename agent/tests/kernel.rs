@@ -38,9 +38,11 @@ fn reconcile_report(
 /// Publishes a reconcile request and waits for the reconcile answering it.
 fn requested_reconcile(node: &GuestNode, relay: &mut Relay, request_id: &str) -> ReconcileReport {
     relay.request_reconcile(request_id);
-    reconcile_report(node, &format!("the reconcile answering {request_id}"), |r| {
-        r.request_id.as_deref() == Some(request_id)
-    })
+    reconcile_report(
+        node,
+        &format!("the reconcile answering {request_id}"),
+        |r| r.request_id.as_deref() == Some(request_id),
+    )
 }
 
 fn counts(report: &ReconcileReport) -> (u32, u32, u32) {
@@ -159,7 +161,9 @@ fn the_agent_keeps_a_kernel_interface_in_sync() {
 
     eprintln!("scenario: an agent started without its interface never creates it");
     let agent = node.start_agent("wg9");
-    node.wait_until("the agent to give up", || (!agent.is_running()).then_some(()));
+    node.wait_until("the agent to give up", || {
+        (!agent.is_running()).then_some(())
+    });
     let journal = agent.journal();
     assert!(journal.contains("does not exist"), "{journal}");
     assert!(!node.interface_exists("wg9"), "the agent created wg9");
@@ -242,7 +246,9 @@ fn bring_up_client(ns: &pvpn_testkit::netns::Netns, key: &PrivateKey, text: &str
         .unwrap();
     assert!(stripped.status.success(), "{stripped:?}");
     std::fs::write(&conf, &stripped.stdout).unwrap();
-    client.wg(&["setconf", &name, conf.to_str().unwrap()]).unwrap();
+    client
+        .wg(&["setconf", &name, conf.to_str().unwrap()])
+        .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     for net in parsed.peer_value("AllowedIPs").unwrap().split(',') {
         ns.ip(&["route", "add", net.trim(), "dev", &name]).unwrap();

@@ -225,16 +225,20 @@ impl GuestAgent<'_> {
     }
 
     pub fn wait_ready(&self) {
-        self.node.wait_until("the agent to be in sync (/healthz 200)", || {
-            matches!(self.get("/healthz"), Ok((200, _))).then_some(())
-        })
+        self.node
+            .wait_until("the agent to be in sync (/healthz 200)", || {
+                matches!(self.get("/healthz"), Ok((200, _))).then_some(())
+            })
     }
 
     /// Whether the unit still runs.
     pub fn is_running(&self) -> bool {
         self.node
             .guest
-            .run(&format!("systemctl is-active --quiet {}", self.unit), COMMAND)
+            .run(
+                &format!("systemctl is-active --quiet {}", self.unit),
+                COMMAND,
+            )
             .is_ok_and(|o| o.success())
     }
 
@@ -278,7 +282,11 @@ pub fn assert_same_peers(
     specs: &BTreeMap<PublicKey, PeerSpec>,
 ) -> Result<()> {
     if actual.len() != specs.len() {
-        bail!("{} peers on the interface, {} wanted", actual.len(), specs.len());
+        bail!(
+            "{} peers on the interface, {} wanted",
+            actual.len(),
+            specs.len()
+        );
     }
     for spec in specs.values() {
         match actual.get(&spec.public_key) {
