@@ -264,6 +264,8 @@ fn peers(range: std::ops::Range<u32>) -> Vec<PeerSpec> {
 #[test]
 fn tens_of_thousands_of_peers_go_through_netlink() {
     let node = GuestNode::boot().unwrap();
+    // Progress for whoever reads the log (not asserted: TCG speed varies with the machine's load).
+    let booted = std::time::Instant::now();
     node.create_interface("wg0", &PrivateKey::generate(), 51820, "198.19.255.254/16");
     let mut relay = node.relay();
 
@@ -277,6 +279,7 @@ fn tens_of_thousands_of_peers_go_through_netlink() {
     assert_eq!(counts(&startup), (10_000, 0, 0));
     assert_same_peers(&node.peers("wg0"), &relay.peers).unwrap();
 
+    eprintln!("  ({:.0?} since boot)", booted.elapsed());
     eprintln!("scenario: 20,000 peers read completely, equal to `wg show dump`");
     let second = peers(10_000..20_000);
     replace_snapshot(&mut relay, first.iter().chain(&second).cloned());
@@ -297,6 +300,7 @@ fn tens_of_thousands_of_peers_go_through_netlink() {
         node.heartbeat().filter(|h| h.peer_count == 20_000)
     });
 
+    eprintln!("  ({:.0?} since boot)", booted.elapsed());
     eprintln!("scenario: one reconcile removes 10,000 peers");
     replace_snapshot(&mut relay, second.clone());
     assert_eq!(
@@ -305,6 +309,7 @@ fn tens_of_thousands_of_peers_go_through_netlink() {
     );
     assert_same_peers(&node.peers("wg0"), &relay.peers).unwrap();
 
+    eprintln!("  ({:.0?} since boot)", booted.elapsed());
     eprintln!("scenario: one reconcile changes the allowed IPs of 5,000 peers");
     let changed: BTreeMap<_, _> = second
         .iter()
@@ -324,5 +329,6 @@ fn tens_of_thousands_of_peers_go_through_netlink() {
         (0, 0, 5_000)
     );
     assert_same_peers(&node.peers("wg0"), &relay.peers).unwrap();
+    eprintln!("  ({:.0?} since boot)", booted.elapsed());
     agent.stop();
 }
