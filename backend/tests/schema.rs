@@ -69,6 +69,7 @@ async fn migrations_apply_twice_without_change() {
         [
             "audit_log",
             "devices",
+            "free_addresses",
             "invites",
             "nodes",
             "outbox",

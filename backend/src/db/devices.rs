@@ -152,9 +152,15 @@ pub async fn insert(
     preshared_key: Option<&PresharedKey>,
     address: Ipv4Addr,
 ) -> sqlx::Result<i64> {
+    // The node's live count moves in the same statement, so no writer can forget it.
     sqlx::query_scalar(
-        "INSERT INTO devices (user_id, node, name, public_key, preshared_key, address)
-         VALUES ($1, $2, $3, $4, $5, $6::inet) RETURNING id",
+        "WITH inserted AS (
+             INSERT INTO devices (user_id, node, name, public_key, preshared_key, address)
+             VALUES ($1, $2, $3, $4, $5, $6::inet) RETURNING id, node),
+         counted AS (
+             UPDATE nodes n SET live_devices = n.live_devices + 1
+             FROM inserted i WHERE n.name = i.node)
+         SELECT id FROM inserted",
     )
     .bind(user_id)
     .bind(node.as_str())
@@ -166,10 +172,21 @@ pub async fn insert(
     .await
 }
 
+/// Marks an active device revoked; in the same statement its node's live count goes down and
+/// its address goes back to the node's pool (`free_addresses`, see [`super::addresses`]). The
+/// caller holds the node's lock.
 pub async fn revoke(conn: &mut PgConnection, id: i64, reason: RevokeReason) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE devices SET status = 'revoked', revoked_at = now(), revoke_reason = $2
-         WHERE id = $1 AND status = 'active'",
+        "WITH gone AS (
+             UPDATE devices SET status = 'revoked', revoked_at = now(), revoke_reason = $2
+             WHERE id = $1 AND status = 'active' RETURNING node, address),
+         counted AS (
+             UPDATE nodes n SET live_devices = n.live_devices - 1
+             FROM gone g WHERE n.name = g.node)
+         INSERT INTO free_addresses (node, address)
+         SELECT g.node, g.address FROM gone g JOIN nodes n ON n.name = g.node
+         WHERE g.address < n.next_address
+         ON CONFLICT DO NOTHING",
     )
     .bind(id)
     .bind(reason)
@@ -196,52 +213,6 @@ pub async fn replace_key(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// How many live devices a node has.
-pub async fn count_live_on_node(conn: &mut PgConnection, node: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM devices WHERE node = $1 AND status = 'active'")
-        .bind(node)
-        .fetch_one(conn)
-        .await
-}
-
-/// The lowest address in `first..=last` that no live device of the node holds: `first`
-/// if it is free, else the address after the first live address whose successor is not live.
-/// One ordered scan of the `devices_live_address` index inside PostgreSQL that stops at the
-/// first gap, so a grant does not read every address of a big node.
-pub async fn lowest_free_address(
-    conn: &mut PgConnection,
-    node: &str,
-    first: Ipv4Addr,
-    last: Ipv4Addr,
-) -> sqlx::Result<Option<Ipv4Addr>> {
-    let free: Option<String> = sqlx::query_scalar(
-        "SELECT host(c.candidate) FROM (
-             SELECT $2::inet AS candidate
-             WHERE NOT EXISTS (SELECT 1 FROM devices
-                               WHERE node = $1 AND status = 'active' AND address = $2::inet)
-             UNION ALL
-             (SELECT s.address + 1 FROM (
-                  SELECT address, lead(address) OVER (ORDER BY address) AS next
-                  FROM devices WHERE node = $1 AND status = 'active' AND address >= $2::inet
-              ) s
-              WHERE s.next IS NULL OR s.next <> s.address + 1
-              ORDER BY s.address LIMIT 1)
-         ) c
-         WHERE c.candidate <= $3::inet
-         ORDER BY c.candidate LIMIT 1",
-    )
-    .bind(node)
-    .bind(first.to_string())
-    .bind(last.to_string())
-    .fetch_optional(conn)
-    .await?;
-    free.map(|a| {
-        a.parse()
-            .map_err(|_| super::values::bad_column("address", format!("invalid value {a:?}")))
-    })
-    .transpose()
 }
 
 /// What a node's snapshot is built from: its live devices.

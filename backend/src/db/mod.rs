@@ -4,6 +4,7 @@
 //! submodule owns the queries of one table; functions take a `&mut PgConnection` so callers decide
 //! the transaction.
 
+pub mod addresses;
 pub mod audit;
 pub mod devices;
 pub mod import;

@@ -13,7 +13,7 @@ use sqlx::{FromRow, PgConnection, Row};
 
 use super::values::{NodeState, bad_column, parsed};
 
-/// One `nodes` row plus its number of live devices, typed: a value that does not parse is a
+/// One `nodes` row with its number of live devices (`nodes.live_devices`), typed: a value that does not parse is a
 /// decode error naming its column.
 #[derive(Debug, Clone)]
 pub struct NodeRow {
@@ -74,8 +74,7 @@ macro_rules! select_node {
                 ARRAY(SELECT host(x) FROM unnest(n.dns) AS x) AS dns, n.capacity, n.status,
                 n.revision, n.published_revision, n.applied_revision, n.last_heartbeat_at,
                 n.agent_version, n.peer_count, n.last_reconcile,
-                (SELECT count(*) FROM devices d WHERE d.node = n.name AND d.status = 'active')
-                    AS devices
+                n.live_devices::bigint AS devices
          FROM nodes n "
     };
 }
@@ -88,12 +87,26 @@ pub async fn get(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<Nod
 }
 
 /// Locks the node's row until the transaction ends. Every change of a node's peers takes this
-/// lock, so revisions and address allocation on one node happen one at a time.
+/// lock, so revisions, the live count and address allocation on one node happen one at a time.
+/// The row it returns is the locked, latest version (its live count included: a column, not a
+/// sub-query, so it is re-read after waiting for the lock).
 pub async fn lock(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<NodeRow>> {
     sqlx::query_as(concat!(select_node!(), "WHERE n.name = $1 FOR UPDATE OF n"))
         .bind(name)
         .fetch_optional(conn)
         .await
+}
+
+/// Like [`lock`], but `None` at once if another transaction holds the lock (or the node does
+/// not exist) instead of waiting for it.
+pub async fn try_lock(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<NodeRow>> {
+    sqlx::query_as(concat!(
+        select_node!(),
+        "WHERE n.name = $1 FOR UPDATE OF n SKIP LOCKED"
+    ))
+    .bind(name)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Like [`lock`] but shared: blocks writers of the node while a snapshot is read.

@@ -32,8 +32,8 @@ impl<'r> FromRow<'r, PgRow> for RegionRow {
 macro_rules! select_region {
     () => {
         "SELECT r.code, r.display_name, r.status,
-                (SELECT count(*) FROM devices d JOIN nodes n ON n.name = d.node
-                  WHERE n.region = r.code AND d.status = 'active') AS devices,
+                (SELECT coalesce(sum(n.live_devices), 0)::bigint FROM nodes n
+                  WHERE n.region = r.code) AS devices,
                 (SELECT count(*) FROM nodes n WHERE n.region = r.code AND n.status = 'active')
                     AS active_nodes
          FROM regions r "

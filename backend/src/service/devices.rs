@@ -61,6 +61,11 @@ pub(crate) fn check_access(user: &UserRow) -> Result<(), ServiceError> {
 }
 
 /// Locks a placeable node of the region and allocates an address on it, or says why not.
+///
+/// Nodes are tried most free room first (a hint read without locks). A node whose lock another
+/// grant holds is skipped in a first pass, so concurrent grants spread over the region's nodes
+/// instead of queueing on the emptiest one; only when every node with room is busy does the
+/// grant wait for their locks, in the same order.
 async fn place(
     conn: &mut PgConnection,
     region: &RegionCode,
@@ -69,39 +74,43 @@ async fn place(
     if candidates.is_empty() {
         return Err(ServiceError::RegionUnavailable);
     }
-    // Most free room first; the counts are a hint read without locks, rechecked below.
-    let mut ranked = Vec::with_capacity(candidates.len());
-    for node in candidates {
-        let capacity = node_capacity(&node);
-        let free = i64::from(capacity) - node.devices;
-        ranked.push((free, node));
-    }
+    let mut ranked: Vec<(i64, NodeRow)> = candidates
+        .into_iter()
+        .map(|node| (i64::from(node_capacity(&node)) - node.devices, node))
+        .filter(|(free, _)| *free > 0)
+        .collect();
     ranked.sort_by(|(fa, a), (fb, b)| fb.cmp(fa).then_with(|| a.name.cmp(&b.name)));
-    for (hint, candidate) in ranked {
-        if hint <= 0 {
-            break;
-        }
-        let Some(node) = db::nodes::lock(conn, candidate.name.as_str()).await? else {
-            continue;
-        };
-        if node.status != NodeState::Active {
-            continue;
-        }
-        let capacity = node_capacity(&node);
-        // Fresh statements after taking the lock see every grant committed before ours.
-        let live = db::devices::count_live_on_node(conn, node.name.as_str()).await?;
-        if live >= i64::from(capacity) {
-            continue;
-        }
-        let (first, last) = node.subnet.client_range();
-        let free = db::devices::lowest_free_address(conn, node.name.as_str(), first, last).await?;
-        if let Some(address) = free
-            && node.subnet.contains_client(address)
-        {
-            return Ok((node, address));
+    for wait in [false, true] {
+        for (_, candidate) in &ranked {
+            let name = candidate.name.as_str();
+            let locked = if wait {
+                db::nodes::lock(conn, name).await?
+            } else {
+                db::nodes::try_lock(conn, name).await?
+            };
+            if let Some(node) = locked
+                && let Some(address) = allocate_on(conn, &node).await?
+            {
+                return Ok((node, address));
+            }
         }
     }
     Err(ServiceError::RegionFull)
+}
+
+/// The lowest free address of a node the caller has locked, if it is active and has room.
+async fn allocate_on(
+    conn: &mut PgConnection,
+    node: &NodeRow,
+) -> Result<Option<Ipv4Addr>, ServiceError> {
+    // The locked row is the latest version: its live count includes every grant committed
+    // before ours, and no other grant on this node runs until we commit.
+    if node.status != NodeState::Active || node.devices >= i64::from(node_capacity(node)) {
+        return Ok(None);
+    }
+    let (first, last) = node.subnet.client_range();
+    let free = db::addresses::take_lowest(conn, node.name.as_str(), first, last).await?;
+    Ok(free.filter(|address| node.subnet.contains_client(*address)))
 }
 
 impl Service {
@@ -150,10 +159,11 @@ impl Service {
             Some(RegionStatus::Active) => {}
             Some(RegionStatus::Draining) => return Err(ServiceError::RegionUnavailable),
         }
-        let (node, address) = place(&mut tx, region).await?;
-
+        // Everything that does not need the node is done before its lock is taken: from the
+        // lock to the commit, only the statements that the revision order needs run.
         let keys = KeyPair::generate();
         let psk = self.settings.preshared_keys.then(PresharedKey::generate);
+        let (node, address) = place(&mut tx, region).await?;
         let device_id = db::devices::insert(
             &mut tx,
             user.id,
