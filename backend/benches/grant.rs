@@ -1,8 +1,12 @@
 //! Backend throughput against a real PostgreSQL and a real Redis: grants one after another and
 //! concurrently, the relay publishing a burst, and a full node republish after Redis lost its
-//! data. Results go to BENCHMARKS.md.
+//! data; then grant latency at 1k, 10k and 60k devices on a node and grants/s into a 4-node
+//! region (`scale`), each printed next to its target. Results go to BENCHMARKS.md.
 //!
-//! `cargo bench -p pvpn-backend --bench grant [-- <devices>]` (default 1000).
+//! `cargo bench -p pvpn-backend --bench grant [-- <devices>]` (default 1000; the relay part).
+
+#[path = "grant/scale.rs"]
+mod scale;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -162,4 +166,21 @@ async fn main() {
     );
     stop.cancel();
     task.await.unwrap();
+    drop(_database);
+
+    let sizes = scale::node_sizes().await;
+    let (_, _, rate, _, _) = scale::region_throughput(10_000, 4_000).await;
+    let medians: Vec<f64> = sizes.iter().map(|(_, median, _)| *median).collect();
+    let (fastest, slowest) = medians
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), m| (lo.min(*m), hi.max(*m)));
+    let flat = slowest / fastest;
+    println!(
+        "target grant latency flat within 2x from 1k to 60k devices: {flat:.2}x ({})",
+        if flat <= 2.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "target >= 1000 grants/s, 50 in flight, 4-node region: {rate:.0}/s ({})",
+        if rate >= 1000.0 { "met" } else { "NOT met" }
+    );
 }
