@@ -428,3 +428,45 @@ async fn an_unknown_node_or_a_banned_user_is_refused() {
     );
     assert!(Path::new(&dump_path).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_after_an_import_take_addresses_the_import_left_free() {
+    let env = seeded().await;
+    let url = env.database.url();
+    let files = Files::new();
+    // The old server used .2, .3, .5, .6 and .7; .4 was free.
+    let mut peers = old_peers(6);
+    peers.remove(2);
+    let dump_path = files.write("dump.txt", &dump(&peers));
+    let mapping_path = files.write("map.csv", "public_key,telegram_id,device_name\n");
+    import_json(
+        url,
+        &[
+            "--peers",
+            dump_path.as_str(),
+            "--mapping",
+            mapping_path.as_str(),
+        ],
+    );
+    let live: i32 = sqlx::query_scalar("SELECT live_devices FROM nodes WHERE name = 'nl-1'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 5, "the node counts the imported devices as live");
+
+    user(&env.service, 3001).await;
+    let mut granted = Vec::new();
+    for name in ["a", "b"] {
+        let device = env
+            .service
+            .grant_device(3001, &region("nl"), Some(name))
+            .await
+            .expect("a grant after the import");
+        granted.push(device.device.address.to_string());
+    }
+    assert_eq!(
+        granted,
+        ["198.19.0.4", "198.19.0.8"],
+        "the gap the import left, then the first address above every imported one"
+    );
+}

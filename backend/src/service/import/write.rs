@@ -2,6 +2,7 @@
 //! few batched statements, so 50,000 peers are a handful of round trips, not 150,000.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 
 use pvpn_common::wire::StreamEvent;
 use pvpn_common::{PeerSpec, PresharedKey};
@@ -73,6 +74,11 @@ pub(super) async fn apply(
         devices.addresses.push(d.address.to_string());
     }
     db::import::insert_devices(conn, &node.name, &devices).await?;
+    // The node's live count and address pool must account for the imported addresses, or a
+    // later grant would be offered one of them (and fail on the unique index).
+    let (first, last) = node.subnet.client_range();
+    let addresses: Vec<Ipv4Addr> = plan.create.iter().map(|d| d.address).collect();
+    db::addresses::claim_inserted(conn, node.name.as_str(), first, last, &addresses).await?;
 
     // One revision and one outbox row per device, exactly as a grant writes them.
     let count = i64::try_from(plan.create.len())
