@@ -24,6 +24,7 @@ pub struct Metrics {
     pub applied_revision: Gauge,
     pub peers: Gauge,
     pub snapshot_missing: Gauge,
+    pub snapshot_stale: Gauge,
     registry: Registry,
 }
 
@@ -42,6 +43,7 @@ impl Metrics {
             applied_revision: Gauge::default(),
             peers: Gauge::default(),
             snapshot_missing: Gauge::default(),
+            snapshot_stale: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -94,6 +96,12 @@ impl Metrics {
             "snapshot_missing",
             "1 while the node's snapshot is missing from Redis",
             m.snapshot_missing.clone(),
+        );
+        registry.register(
+            "snapshot_stale",
+            "1 while the node's snapshot in Redis is older than what the interface holds, under \
+             the same or an older epoch (Redis rolled back): not applied, waiting for the backend",
+            m.snapshot_stale.clone(),
         );
         Self { registry, ..m }
     }

@@ -4,6 +4,11 @@
 //! both together with the stream entry. An absent revision key means Redis lost the snapshot (the
 //! relay always sets it, even to "0"): that is [`SnapshotError::Missing`], and the caller must not
 //! treat it as "no peers".
+//!
+//! Next to them the relay keeps the node's epoch, raised every time it rewrites the snapshot
+//! from PostgreSQL (Redis rolled back, or PostgreSQL restored). [`Position::accepts`] is the
+//! rule that makes a rolled-back Redis harmless: a snapshot older than what the interface holds
+//! is applied only under a higher epoch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -11,10 +16,29 @@ use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{WireError, decode_snapshot_peer};
 use pvpn_common::{NodeName, PeerSpec, PublicKey};
 
+/// Where a node's desired state stands: the epoch of the snapshot it descends from and its
+/// revision. A missing epoch (a relay from before epochs) counts as 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: u64,
+    pub revision: u64,
+}
+
+impl Position {
+    /// Whether an interface at `self` may take a snapshot at `next`: a higher epoch always (the
+    /// relay rewrote the node from PostgreSQL, which decides), the same epoch only at the same
+    /// or a newer revision, an older epoch never (Redis came back from an older copy).
+    pub fn accepts(self, next: Position) -> bool {
+        next.epoch > self.epoch || (next.epoch == self.epoch && next.revision >= self.revision)
+    }
+}
+
 /// The desired peers of a node at one revision.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub revision: u64,
+    /// The node's epoch key; 0 when absent.
+    pub epoch: u64,
     pub peers: BTreeMap<PublicKey, PeerSpec>,
     /// Peers whose entry is malformed: left on the interface as they are (neither added nor
     /// removed) until the entry is fixed, so a bad entry never disconnects anyone.
@@ -29,27 +53,40 @@ pub enum SnapshotError {
     Missing(String),
     #[error("the node's snapshot revision {0:?} is not a number")]
     BadRevision(String),
+    #[error("the node's snapshot epoch {0:?} is not a number")]
+    BadEpoch(String),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
 }
 
-/// Reads the node's hash and revision in one MULTI, so they belong to the same revision.
+/// Reads the node's hash, revision and epoch in one MULTI, so they belong together.
 pub async fn read(
     conn: &mut redis::aio::MultiplexedConnection,
     keys: &RegionKeys,
     node: &NodeName,
 ) -> Result<Snapshot, SnapshotError> {
     let revision_key = keys.node_revision(node);
-    let (fields, revision): (HashMap<Vec<u8>, Vec<u8>>, Option<String>) = redis::pipe()
+    type Reply = (HashMap<Vec<u8>, Vec<u8>>, Option<String>, Option<String>);
+    let (fields, revision, epoch): Reply = redis::pipe()
         .atomic()
         .cmd("HGETALL")
         .arg(keys.node_peers(node))
         .cmd("GET")
         .arg(&revision_key)
+        .cmd("GET")
+        .arg(keys.node_epoch(node))
         .query_async(conn)
         .await?;
     let revision = revision.ok_or(SnapshotError::Missing(revision_key))?;
-    parse(&revision, fields)
+    let mut snapshot = parse(&revision, fields)?;
+    snapshot.epoch = match epoch {
+        None => 0,
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| SnapshotError::BadEpoch(text.chars().take(40).collect()))?,
+    };
+    Ok(snapshot)
 }
 
 /// Parses the raw hash and revision text.
@@ -133,6 +170,25 @@ mod tests {
             s.problems
         );
         assert_eq!(s.problems.len(), 3);
+    }
+
+    #[test]
+    fn an_older_snapshot_is_taken_only_under_a_higher_epoch() {
+        let at = |epoch, revision| Position { epoch, revision };
+        let applied = at(100, 8);
+        assert!(applied.accepts(at(100, 8)), "the same snapshot");
+        assert!(applied.accepts(at(100, 9)), "newer, same epoch");
+        assert!(!applied.accepts(at(100, 5)), "Redis rolled back");
+        assert!(
+            !applied.accepts(at(99, 9)),
+            "an older copy, whatever its revision"
+        );
+        assert!(
+            applied.accepts(at(101, 5)),
+            "republished from a restored database"
+        );
+        assert!(applied.accepts(at(101, 20)));
+        assert!(at(0, 3).accepts(at(0, 3)), "no epochs yet");
     }
 
     #[test]

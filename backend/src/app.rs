@@ -56,6 +56,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut tasks = JoinSet::new();
     let relay_settings = RelaySettings {
         poll_interval: config.relay_poll_interval,
+        consistency_interval: config.relay_check_interval,
         stream_maxlen: config.stream_maxlen,
         ..RelaySettings::default()
     };

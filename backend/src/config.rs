@@ -49,6 +49,8 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     pub preshared_keys: bool,
     pub relay_poll_interval: Duration,
+    /// How often the relay compares every node's revision in Redis with PostgreSQL's.
+    pub relay_check_interval: Duration,
     pub stream_maxlen: u64,
     /// The agents' heartbeat interval; a node is down after three missed heartbeats.
     pub heartbeat_interval: Duration,
@@ -71,6 +73,10 @@ mod keys {
     pub const PRESHARED_KEYS: Key = Key::new("preshared_keys", "PVPN_PRESHARED_KEYS");
     pub const RELAY_POLL_INTERVAL: Key =
         Key::new("relay_poll_interval_ms", "PVPN_RELAY_POLL_INTERVAL_MS");
+    pub const RELAY_CHECK_INTERVAL: Key = Key::new(
+        "relay_check_interval_secs",
+        "PVPN_RELAY_CHECK_INTERVAL_SECS",
+    );
     pub const STREAM_MAXLEN: Key = Key::new("stream_maxlen", "PVPN_STREAM_MAXLEN");
     pub const HEARTBEAT_INTERVAL: Key =
         Key::new("heartbeat_interval_secs", "PVPN_HEARTBEAT_INTERVAL_SECS");
@@ -89,6 +95,7 @@ mod keys {
         METRICS_ADDR,
         PRESHARED_KEYS,
         RELAY_POLL_INTERVAL,
+        RELAY_CHECK_INTERVAL,
         STREAM_MAXLEN,
         HEARTBEAT_INTERVAL,
         EXPIRY_CHECK_INTERVAL,
@@ -163,6 +170,11 @@ impl Config {
                 source
                     .parse_with(RELAY_POLL_INTERVAL, positive)?
                     .unwrap_or(500),
+            ),
+            relay_check_interval: Duration::from_secs(
+                source
+                    .parse_with(RELAY_CHECK_INTERVAL, positive)?
+                    .unwrap_or(30),
             ),
             stream_maxlen: source
                 .parse_with(STREAM_MAXLEN, positive)?

@@ -21,7 +21,8 @@ pub struct Metrics {
     pub publish_latency: Histogram,
     /// Outbox rows published, by kind.
     pub published: Family<Labels, Counter>,
-    /// Full snapshot republishes, by reason (`epoch_missing`, `revision_missing`).
+    /// Full snapshot republishes, by reason (`epoch_missing`, `revision_missing`,
+    /// `revision_behind`, `revision_ahead`, `revision_garbage`, `node_epoch_missing`, `retry`).
     pub republished: Family<Labels, Counter>,
     /// Device grants by outcome (`ok`, `region_full`, `device_limit`, ...).
     pub grants: Family<Labels, Counter>,
@@ -31,6 +32,10 @@ pub struct Metrics {
     pub feedback: Family<Labels, Counter>,
     /// Devices revoked because access expired.
     pub expired: Counter,
+    /// Publishing failures of one node (or `region:<code>`), which never stop the others.
+    pub relay_node_failures: Family<Labels, Counter>,
+    /// Nodes (or regions) whose publishing is failing now and waits for a retry.
+    pub relay_failing_nodes: Gauge,
 }
 
 impl Default for Metrics {
@@ -44,6 +49,8 @@ impl Default for Metrics {
         let errors = Family::default();
         let feedback = Family::default();
         let expired = Counter::default();
+        let relay_node_failures = Family::default();
+        let relay_failing_nodes = Gauge::default();
         registry.register(
             "outbox_backlog",
             "Outbox rows waiting to be published to Redis",
@@ -72,6 +79,16 @@ impl Default for Metrics {
             "Devices revoked because access expired",
             expired.clone(),
         );
+        registry.register(
+            "relay_node_failures",
+            "Publishing failures of one node (the other nodes go on)",
+            relay_node_failures.clone(),
+        );
+        registry.register(
+            "relay_failing_nodes",
+            "Nodes whose publishing fails now and waits for a retry",
+            relay_failing_nodes.clone(),
+        );
         Self {
             registry,
             outbox_backlog,
@@ -82,6 +99,8 @@ impl Default for Metrics {
             errors,
             feedback,
             expired,
+            relay_node_failures,
+            relay_failing_nodes,
         }
     }
 }

@@ -50,6 +50,14 @@ impl RegionKeys {
         format!("{}:node:{node}:revision", self.prefix)
     }
 
+    /// Integer: the epoch of the node's snapshot, a number the relay raises (milliseconds of its
+    /// clock, at least the previous epoch + 1) every time it rewrites the snapshot from
+    /// PostgreSQL. Written with the snapshot and read with it in one `MULTI`; an agent accepts a
+    /// snapshot older than the one it applied only under a higher epoch.
+    pub fn node_epoch(&self, node: &NodeName) -> String {
+        format!("{}:node:{node}:epoch", self.prefix)
+    }
+
     /// The node's latest [`crate::wire::Heartbeat`], expiring when the agent stops sending.
     pub fn node_heartbeat(&self, node: &NodeName) -> String {
         format!("{}:node:{node}:heartbeat", self.prefix)
@@ -92,6 +100,7 @@ mod tests {
             keys.epoch(),
             keys.node_peers(&node),
             keys.node_revision(&node),
+            keys.node_epoch(&node),
             keys.node_heartbeat(&node),
         ] {
             assert!(key.starts_with("pvpn:{nl}:"), "{key}");

@@ -20,7 +20,7 @@ mod entry;
 
 use crate::consumer::{Entry, ReadFrom, StreamConsumer, is_stream_lost};
 use crate::metrics::{Metrics, SharedStatus, lock};
-use crate::snapshot::{self, SnapshotError};
+use crate::snapshot::{self, Position, SnapshotError};
 use crate::wireguard::{PeerChange, WgError, WireGuard, apply_in_chunks};
 use crate::{reconcile, redis_conn};
 
@@ -36,6 +36,15 @@ pub enum SessionError {
     SnapshotMissing(String),
     #[error("snapshot: {0}")]
     BadSnapshot(String),
+    #[error(
+        "the node's snapshot (epoch {}, revision {}) is older than what the interface holds \
+         (epoch {}, revision {}): Redis was rolled back; not applied, waiting for the backend \
+         to republish", .snapshot.epoch, .snapshot.revision, .applied.epoch, .applied.revision
+    )]
+    StaleSnapshot {
+        snapshot: Position,
+        applied: Position,
+    },
     #[error(transparent)]
     WireGuard(#[from] WgError),
 }
@@ -47,6 +56,7 @@ impl SessionError {
             SessionError::Redis(_) => "redis unavailable",
             SessionError::SnapshotMissing(_) => "snapshot missing",
             SessionError::BadSnapshot(_) => "snapshot unreadable",
+            SessionError::StaleSnapshot { .. } => "snapshot stale",
             SessionError::WireGuard(_) => "interface failing",
         }
     }
@@ -56,7 +66,9 @@ impl From<SnapshotError> for SessionError {
     fn from(e: SnapshotError) -> Self {
         match e {
             SnapshotError::Missing(_) => SessionError::SnapshotMissing(e.to_string()),
-            SnapshotError::BadRevision(_) => SessionError::BadSnapshot(e.to_string()),
+            SnapshotError::BadRevision(_) | SnapshotError::BadEpoch(_) => {
+                SessionError::BadSnapshot(e.to_string())
+            }
             SnapshotError::Redis(e) => SessionError::Redis(e),
         }
     }
@@ -74,6 +86,9 @@ pub struct NodeAgent {
     pub(crate) status: SharedStatus,
     /// The revision the interface holds; meaningful once a reconcile succeeded.
     applied: u64,
+    /// The epoch of the snapshot the interface last took; `None` until a reconcile succeeded
+    /// (a fresh agent knows nothing to compare with and takes what Redis has).
+    applied_epoch: Option<u64>,
     /// A reconcile owed before the next event (start-up, lost stream, trimmed entry).
     pending_reconcile: Option<ReconcileTrigger>,
     next_periodic: Instant,
@@ -104,6 +119,7 @@ impl NodeAgent {
             metrics,
             status,
             applied: 0,
+            applied_epoch: None,
             pending_reconcile: Some(ReconcileTrigger::Startup),
             next_periodic: Instant::now() + config.reconcile_interval,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
@@ -203,6 +219,24 @@ impl NodeAgent {
                 return Err(e.into());
             }
         };
+        let next = Position {
+            epoch: snapshot.epoch,
+            revision: snapshot.revision,
+        };
+        if let Some(epoch) = self.applied_epoch {
+            let applied = Position {
+                epoch,
+                revision: self.applied,
+            };
+            if !applied.accepts(next) {
+                self.metrics.snapshot_stale.set(1);
+                return Err(SessionError::StaleSnapshot {
+                    snapshot: next,
+                    applied,
+                });
+            }
+        }
+        self.metrics.snapshot_stale.set(0);
         for problem in &snapshot.problems {
             tracing::warn!(problem, "malformed snapshot entry left untouched");
         }
@@ -210,6 +244,7 @@ impl NodeAgent {
         let plan = reconcile::plan(&snapshot, &actual);
         self.apply(plan.changes).await?;
         self.set_applied(snapshot.revision);
+        self.applied_epoch = Some(snapshot.epoch);
         let report = ReconcileReport {
             trigger,
             request_id,
@@ -266,7 +301,9 @@ impl NodeAgent {
                 self.pending_reconcile
                     .get_or_insert(ReconcileTrigger::InterfaceRecovered);
             }
-            SessionError::SnapshotMissing(_) | SessionError::BadSnapshot(_) => {}
+            SessionError::SnapshotMissing(_)
+            | SessionError::BadSnapshot(_)
+            | SessionError::StaleSnapshot { .. } => {}
         }
         let retry = self.backoff.fail(kind);
         if retry.is_news() {

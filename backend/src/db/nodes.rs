@@ -250,6 +250,29 @@ pub async fn all_names(conn: &mut PgConnection) -> sqlx::Result<Vec<(NodeName, R
         .collect()
 }
 
+/// `(name, region, published_revision)` of every node, or of the nodes named in `only`.
+pub async fn published_revisions(
+    conn: &mut PgConnection,
+    only: Option<&[String]>,
+) -> sqlx::Result<Vec<(NodeName, RegionCode, i64)>> {
+    let rows = sqlx::query(
+        "SELECT name, region, published_revision FROM nodes
+         WHERE $1::text[] IS NULL OR name = ANY($1) ORDER BY region, name",
+    )
+    .bind(only)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                parsed(r, "name")?,
+                parsed(r, "region")?,
+                r.try_get("published_revision")?,
+            ))
+        })
+        .collect()
+}
+
 /// What an agent's heartbeat says about its node.
 #[derive(Debug, Clone)]
 pub struct Heartbeat<'a> {

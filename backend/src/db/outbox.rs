@@ -46,15 +46,35 @@ pub async fn insert(
     Ok(id)
 }
 
-/// The oldest unpublished rows, in id order.
-pub async fn unpublished(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
+/// The oldest unpublished rows, in id order, leaving out the rows of the scopes in `held` (node
+/// names, or `region:<code>` for a region's rows without a node; see [`OutboxRow::scope`]): a
+/// node whose publishing fails waits for its retry without holding back the others.
+pub async fn unpublished(
+    conn: &mut PgConnection,
+    limit: i64,
+    held: &[String],
+) -> sqlx::Result<Vec<OutboxRow>> {
     sqlx::query_as(
         "SELECT id, region, node, revision, kind, payload::text AS payload, created_at
-         FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+         FROM outbox
+         WHERE published_at IS NULL AND coalesce(node, 'region:' || region) <> ALL($2)
+         ORDER BY id LIMIT $1",
     )
     .bind(limit)
+    .bind(held)
     .fetch_all(conn)
     .await
+}
+
+impl OutboxRow {
+    /// What a publishing failure of this row holds back: its node, or its region's node-less
+    /// rows (`region:<code>`). Node names cannot contain `:`, so the two never collide.
+    pub fn scope(&self) -> String {
+        match &self.node {
+            Some(node) => node.clone(),
+            None => format!("region:{}", self.region),
+        }
+    }
 }
 
 pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {

@@ -1,28 +1,32 @@
 //! The outbox relay: publishes committed outbox rows to Redis, in id order, and marks them
 //! published only after Redis confirmed.
 //!
-//! Each pass: make sure every region's epoch and every node's snapshot exist in Redis
-//! (`snapshot::ensure_snapshots`, republishing from PostgreSQL where they do not), then publish
-//! the unpublished rows oldest first, one atomic Lua script per row (`scripts`). A pass runs when
-//! PostgreSQL notifies a new outbox row (`LISTEN pvpn_outbox`) or after the poll interval. When
-//! Redis or PostgreSQL fails, rows stay unpublished and the relay retries with capped, jittered
-//! backoff, logging once when it starts failing and once when it recovers.
+//! Each pass: make sure every region's epoch marker exists in Redis (`snapshot`, republishing a
+//! region from PostgreSQL where it does not); compare every node's revision in Redis with
+//! PostgreSQL's published revision (`consistency`) at start, after a reconnect and every
+//! `consistency_interval`, and each node again when a pass first touches it; republish a node
+//! that disagrees under a new epoch and ask its agent to reconcile; then publish the unpublished
+//! rows oldest first, one atomic Lua script per row (`scripts`). A pass runs when PostgreSQL
+//! notifies a new outbox row (`LISTEN pvpn_outbox`) or after the poll interval. When Redis or
+//! PostgreSQL fails, rows stay unpublished and the relay retries with capped, jittered backoff,
+//! logging once when it starts failing and once when it recovers. When only one node fails (a
+//! Redis error about its keys), that node waits for its own retry (`failures`) and the others
+//! go on.
 //!
 //! Only one relay may run: it holds a PostgreSQL advisory lock on the connection it works on, and
 //! a second backend waits for the lock.
 
+mod consistency;
+mod failures;
+mod publish;
 mod scripts;
 mod snapshot;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use pvpn_common::RegionCode;
 use pvpn_common::backoff::Backoff;
-use pvpn_common::redis_keys::RegionKeys;
-use pvpn_common::wire::{self, StreamEvent};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use sqlx::postgres::PgListener;
@@ -30,9 +34,10 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
-use crate::db::outbox::OutboxRow;
-use crate::metrics::{Metrics, label};
-use scripts::{Change, ChangeOutcome, Scripts, publish_control};
+use crate::metrics::Metrics;
+use consistency::Verdict;
+use failures::NodeFailures;
+use scripts::Scripts;
 
 /// Key of the advisory lock that makes the relay a singleton ("pvpnrely" in ASCII).
 const RELAY_LOCK_KEY: i64 = 0x7076_706e_7265_6c79;
@@ -48,6 +53,38 @@ pub enum RelayError {
     Data(String),
 }
 
+impl RelayError {
+    /// Whether this error concerns the keys of the node being published (a key of the wrong
+    /// type, a script error, a refused command, a node that vanished), so only that node waits;
+    /// a cut connection or a Redis that is loading, read-only or out of memory stops the pass.
+    fn is_node_specific(&self) -> bool {
+        match self {
+            RelayError::Redis(e) => {
+                !(e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout())
+                    && e.code().is_some_and(|code| {
+                        !matches!(
+                            code,
+                            "LOADING"
+                                | "BUSY"
+                                | "MASTERDOWN"
+                                | "READONLY"
+                                | "NOAUTH"
+                                | "WRONGPASS"
+                                | "CLUSTERDOWN"
+                                | "TRYAGAIN"
+                                | "OOM"
+                        )
+                    })
+            }
+            RelayError::Db(_) => false,
+            RelayError::Data(_) => true,
+        }
+    }
+}
+
 /// Relay knobs, from [`crate::config::Config`].
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -57,6 +94,9 @@ pub struct RelaySettings {
     pub stream_maxlen: u64,
     /// Rows read per query.
     pub batch_size: i64,
+    /// How often every node's revision in Redis is compared with PostgreSQL's (also at start and
+    /// after every reconnect; a node touched by a pass is compared then as well).
+    pub consistency_interval: Duration,
 }
 
 impl Default for RelaySettings {
@@ -65,6 +105,7 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_millis(500),
             stream_maxlen: 100_000,
             batch_size: 500,
+            consistency_interval: Duration::from_secs(30),
         }
     }
 }
@@ -78,6 +119,10 @@ struct Relay {
     /// The connection holding the advisory lock; every query of the relay runs on it.
     pg: Option<PgConnection>,
     conn: Option<MultiplexedConnection>,
+    /// When every node was last compared with PostgreSQL; `None` forces a comparison (start,
+    /// reconnect).
+    compared_at: Option<Instant>,
+    failures: NodeFailures,
 }
 
 /// Runs the relay until `shutdown` is cancelled.
@@ -96,6 +141,8 @@ pub async fn run(
         scripts: Scripts::default(),
         pg: None,
         conn: None,
+        compared_at: None,
+        failures: NodeFailures::default(),
     };
     let mut listener: Option<PgListener> = None;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -127,6 +174,8 @@ pub async fn run(
             }
             Err(e) => {
                 relay.metrics.error("relay");
+                // Whatever happened while we were cut off, compare everything once back.
+                relay.compared_at = None;
                 if matches!(e, RelayError::Redis(_)) {
                     relay.conn = None;
                 }
@@ -227,31 +276,57 @@ impl Relay {
             return Ok(());
         }
         let mut redis = self.redis().await?;
-        let Some(pg) = self.pg.as_mut() else {
+        let Some(mut pg) = self.pg.take() else {
             return Ok(());
         };
-        snapshot::ensure_snapshots(
-            pg,
-            &mut redis,
-            &self.scripts,
-            &self.metrics,
-            self.settings.stream_maxlen,
-        )
-        .await?;
+        let result = self.pass_on(&mut pg, &mut redis).await;
+        self.pg = Some(pg);
+        result
+    }
+
+    async fn pass_on(
+        &mut self,
+        pg: &mut PgConnection,
+        redis: &mut MultiplexedConnection,
+    ) -> Result<(), RelayError> {
+        let ctx = publish::Ctx {
+            scripts: &self.scripts,
+            metrics: &self.metrics,
+            settings: &self.settings,
+        };
+        snapshot::ensure_region_markers(pg, redis, &ctx, &mut self.failures).await?;
+        // Nodes compared in this pass; a node is compared once per pass at most.
+        let mut compared: HashSet<String> = HashSet::new();
+        let due = self
+            .compared_at
+            .is_none_or(|at| at.elapsed() >= self.settings.consistency_interval);
+        let retries = self.failures.due_nodes();
+        if due || !retries.is_empty() {
+            let only = (!due).then_some(retries.as_slice());
+            let checked = settle(pg, redis, &ctx, &mut self.failures, only, &retries).await?;
+            compared.extend(checked);
+            if due {
+                self.compared_at = Some(Instant::now());
+            }
+        }
         loop {
-            let rows = db::outbox::unpublished(pg, self.settings.batch_size).await?;
+            let held = self.failures.held();
+            let rows = db::outbox::unpublished(pg, self.settings.batch_size, &held).await?;
+            let fresh: Vec<String> = rows
+                .iter()
+                .filter_map(|r| r.node.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter(|n| !compared.contains(n))
+                .collect();
+            if !fresh.is_empty() {
+                settle(pg, redis, &ctx, &mut self.failures, Some(&fresh), &[]).await?;
+                compared.extend(fresh);
+            }
             let mut done = Vec::new();
-            let result = publish_rows(
-                pg,
-                &mut redis,
-                &self.scripts,
-                &self.metrics,
-                &self.settings,
-                &rows,
-                &mut done,
-            )
-            .await;
-            mark_done(pg, &rows, &done).await?;
+            let result =
+                publish::publish_rows(pg, redis, &ctx, &mut self.failures, &rows, &mut done).await;
+            publish::mark_done(pg, &rows, &done).await?;
             result?;
             if (rows.len() as i64) < self.settings.batch_size {
                 break;
@@ -261,132 +336,38 @@ impl Relay {
     }
 }
 
-/// Publishes `rows` in order, pushing each confirmed row's id to `done`; stops at the first error.
-async fn publish_rows(
+/// Compares the nodes named in `only` (or every node) with PostgreSQL and republishes those that
+/// disagree, and those in `force` (failed nodes due for their retry) whatever they hold.
+/// A node whose republish fails is handed to `failures`; the others go on. Returns the names of
+/// the nodes compared.
+async fn settle(
     pg: &mut PgConnection,
     redis: &mut MultiplexedConnection,
-    scripts: &Scripts,
-    metrics: &Metrics,
-    settings: &RelaySettings,
-    rows: &[OutboxRow],
-    done: &mut Vec<i64>,
-) -> Result<(), RelayError> {
-    for row in rows {
-        let region = RegionCode::new(&row.region).map_err(|e| RelayError::Data(e.to_string()))?;
-        let keys = RegionKeys::new(&region);
-        let event = match StreamEvent::decode(row.payload.as_bytes()) {
-            Ok(event) => event,
-            Err(e) => {
-                // Our own row, so this is a bug; skipping it keeps every later change flowing.
-                tracing::error!(id = row.id, error = %e, "outbox row does not decode; skipped");
-                metrics.error("relay");
-                done.push(row.id);
-                continue;
-            }
-        };
-        let (node, revision, upsert, public_key, peer_json) = match &event {
-            StreamEvent::Reconcile { .. } => {
-                publish_control(
-                    redis,
-                    &keys.events(),
-                    &event.encode(),
-                    settings.stream_maxlen,
-                )
-                .await?;
-                done.push(row.id);
-                metrics
-                    .published
-                    .get_or_create(&label("kind", &row.kind))
-                    .inc();
-                continue;
-            }
-            StreamEvent::PeerUpsert {
-                node,
-                revision,
-                peer,
-            } => (node, *revision, true, peer.public_key, wire::encode(peer)),
-            StreamEvent::PeerRemove {
-                node,
-                revision,
-                public_key,
-            } => (node, *revision, false, *public_key, String::new()),
-        };
-        let (peers_key, revision_key, epoch_key, events_key) = (
-            keys.node_peers(node),
-            keys.node_revision(node),
-            keys.epoch(),
-            keys.events(),
-        );
-        let event_json = event.encode();
-        let public_key = public_key.to_base64();
-        let change = Change {
-            epoch_key: &epoch_key,
-            peers_key: &peers_key,
-            revision_key: &revision_key,
-            events_key: &events_key,
-            revision,
-            upsert,
-            public_key: &public_key,
-            peer_json: &peer_json,
-            event_json: &event_json,
-            maxlen: settings.stream_maxlen,
-        };
-        let mut outcome = scripts.publish_change(redis, &change).await?;
-        if outcome == ChangeOutcome::EpochMissing {
-            snapshot::republish_region(
-                pg,
-                redis,
-                scripts,
-                metrics,
-                &region,
-                settings.stream_maxlen,
-            )
-            .await?;
-            outcome = scripts.publish_change(redis, &change).await?;
+    ctx: &publish::Ctx<'_>,
+    failures: &mut NodeFailures,
+    only: Option<&[String]>,
+    force: &[String],
+) -> Result<Vec<String>, RelayError> {
+    let nodes = consistency::compare(pg, redis, only).await?;
+    let mut compared = Vec::with_capacity(nodes.len());
+    for (node, region, verdict) in nodes {
+        compared.push(node.to_string());
+        let forced = force.iter().any(|f| f == node.as_str());
+        if verdict == Verdict::InStep && !forced {
+            continue;
         }
-        match outcome {
-            ChangeOutcome::Published | ChangeOutcome::AlreadyPublished => {}
-            ChangeOutcome::EpochMissing | ChangeOutcome::SnapshotMissing | ChangeOutcome::Gap => {
-                tracing::warn!(%node, revision, ?outcome, "snapshot out of step; republishing the node");
-                snapshot::republish_node(pg, redis, scripts, &region, node).await?;
-                metrics
-                    .republished
-                    .get_or_create(&label("reason", "revision_missing"))
-                    .inc();
-            }
-        }
-        let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
-        metrics.publish_latency.observe(latency.as_secs_f64());
-        metrics
-            .published
-            .get_or_create(&label("kind", &row.kind))
-            .inc();
-        done.push(row.id);
-    }
-    Ok(())
-}
-
-/// Marks published rows and advances each node's `published_revision`, in one transaction.
-async fn mark_done(
-    pg: &mut PgConnection,
-    rows: &[OutboxRow],
-    done: &[i64],
-) -> Result<(), RelayError> {
-    if done.is_empty() {
-        return Ok(());
-    }
-    let mut highest: HashMap<&str, i64> = HashMap::new();
-    for row in rows.iter().filter(|r| done.contains(&r.id)) {
-        if let (Some(node), Some(revision)) = (row.node.as_deref(), row.revision) {
-            let entry = highest.entry(node).or_insert(revision);
-            *entry = (*entry).max(revision);
+        let reason = if verdict == Verdict::InStep {
+            "retry"
+        } else {
+            tracing::warn!(%region, %node, ?verdict, "node's revision in Redis disagrees with PostgreSQL; republishing it from PostgreSQL");
+            verdict.reason()
+        };
+        let result = snapshot::republish_node(pg, redis, ctx, &region, &node, reason).await;
+        match result {
+            Ok(()) => failures.succeed(node.as_str(), ctx.metrics),
+            Err(e) if e.is_node_specific() => failures.fail(node.as_str(), &e, ctx.metrics),
+            Err(e) => return Err(e),
         }
     }
-    let mut tx = pg.begin().await?;
-    db::outbox::mark_published(&mut tx, done).await?;
-    for (node, revision) in highest {
-        db::nodes::mark_published(&mut tx, node, revision).await?;
-    }
-    tx.commit().await?;
-    Ok(())
+    Ok(compared)
 }

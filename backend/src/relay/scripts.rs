@@ -4,7 +4,9 @@
 //! The change script refuses to run without the region's epoch marker (Redis lost its data: the
 //! caller republishes first) or without the node's revision key (the node was never published),
 //! skips a revision the snapshot already holds (a re-run after a crash between Redis and
-//! PostgreSQL publishes nothing twice), and refuses a revision gap.
+//! PostgreSQL publishes nothing twice), and refuses a revision gap or a revision key that is not
+//! a number (both mean the node must be republished from PostgreSQL). The snapshot script writes
+//! the node's hash, revision and a new, higher epoch together.
 
 use pvpn_common::wire::EVENT_FIELD;
 use redis::Script;
@@ -22,6 +24,8 @@ pub enum ChangeOutcome {
     SnapshotMissing,
     /// The snapshot is behind by more than one revision: republish the node.
     Gap,
+    /// The node's revision key holds something that is not a number: republish the node.
+    Garbage,
 }
 
 // KEYS: epoch, node peers hash, node revision, events stream.
@@ -31,6 +35,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local current = redis.call('GET', KEYS[3])
 if not current then return -2 end
 current = tonumber(current)
+if not current then return -4 end
 local revision = tonumber(ARGV[1])
 if revision <= current then return 0 end
 if revision ~= current + 1 then return -3 end
@@ -44,14 +49,24 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', ARGV[7], ARGV[5])
 return 1
 ";
 
-// KEYS: node peers hash, node revision. ARGV: revision, then public key / peer JSON pairs.
+// KEYS: node peers hash, node revision, node epoch. ARGV: revision, proposed epoch (the relay's
+// clock in ms), then public key / peer JSON pairs. The epoch written is the proposed one, or the
+// previous epoch + 1 if that is higher (a relay clock that went back still raises it); a previous
+// value that is not a sane integer is ignored. Returns the epoch written.
 const SNAPSHOT: &str = r"
-redis.call('DEL', KEYS[1])
-for i = 2, #ARGV, 2 do
+local epoch = tonumber(ARGV[2])
+local previous = redis.pcall('GET', KEYS[3])
+previous = type(previous) == 'string' and tonumber(previous) or nil
+if previous and previous == math.floor(previous) and previous >= epoch and previous < 4503599627370496 then
+  epoch = previous + 1
+end
+redis.call('DEL', KEYS[1], KEYS[3])
+for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('SET', KEYS[2], ARGV[1])
-return 1
+redis.call('SET', KEYS[3], string.format('%d', epoch))
+return epoch
 ";
 
 /// The loaded scripts (EVALSHA, falling back to EVAL after a Redis restart).
@@ -65,6 +80,23 @@ impl Default for Scripts {
         Self {
             change: Script::new(CHANGE),
             snapshot: Script::new(SNAPSHOT),
+        }
+    }
+}
+
+/// The three keys of one node's snapshot.
+pub struct SnapshotKeys {
+    pub peers: String,
+    pub revision: String,
+    pub epoch: String,
+}
+
+impl SnapshotKeys {
+    pub fn new(keys: &pvpn_common::redis_keys::RegionKeys, node: &pvpn_common::NodeName) -> Self {
+        Self {
+            peers: keys.node_peers(node),
+            revision: keys.node_revision(node),
+            epoch: keys.node_epoch(node),
         }
     }
 }
@@ -109,26 +141,31 @@ impl Scripts {
             0 => ChangeOutcome::AlreadyPublished,
             -1 => ChangeOutcome::EpochMissing,
             -2 => ChangeOutcome::SnapshotMissing,
+            -4 => ChangeOutcome::Garbage,
             _ => ChangeOutcome::Gap,
         })
     }
 
-    /// Replaces a node's snapshot hash and sets its revision, atomically.
+    /// Replaces a node's snapshot hash, sets its revision and raises its epoch, atomically.
+    /// Returns the epoch written.
     pub async fn write_snapshot(
         &self,
         conn: &mut MultiplexedConnection,
-        peers_key: &str,
-        revision_key: &str,
+        keys: &SnapshotKeys,
         revision: u64,
         peers: &[(String, String)],
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<u64> {
+        let proposed = chrono::Utc::now().timestamp_millis().max(1);
         let mut call = self.snapshot.prepare_invoke();
-        call.key(peers_key).key(revision_key).arg(revision);
+        call.key(&keys.peers)
+            .key(&keys.revision)
+            .key(&keys.epoch)
+            .arg(revision)
+            .arg(proposed);
         for (key, json) in peers {
             call.arg(key).arg(json);
         }
-        let _: i64 = call.invoke_async(conn).await?;
-        Ok(())
+        call.invoke_async(conn).await
     }
 }
 

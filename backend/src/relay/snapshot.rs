@@ -1,9 +1,11 @@
-//! Full snapshots: the epoch check and republishing a node's (or a whole region's) desired state
-//! from PostgreSQL, for when Redis lost its data or a node was never published.
+//! Full snapshots: republishing a node's (or a whole region's) desired state from PostgreSQL,
+//! when Redis lost its data, disagrees with PostgreSQL, or a node was never published.
 //!
 //! A snapshot is read under a shared lock on the node row, so its peers and its revision belong
-//! together (writers of the node hold the row's exclusive lock until they commit). Outbox rows at
-//! or below the republished revision are covered by the snapshot and marked published.
+//! together (writers of the node hold the row's exclusive lock until they commit). It is written
+//! with a new, higher epoch (`scripts::Scripts::write_snapshot`), and outbox rows at or below the
+//! republished revision are covered by it and marked published. Every republish is followed by a
+//! `Reconcile` on the region's stream, so agents converge at once instead of at their timer.
 
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{self, StreamEvent};
@@ -12,9 +14,11 @@ use redis::aio::MultiplexedConnection;
 use sqlx::{Connection, PgConnection};
 
 use super::RelayError;
-use super::scripts::{Scripts, publish_control};
+use super::failures::NodeFailures;
+use super::publish::Ctx;
+use super::scripts::{Scripts, SnapshotKeys, publish_control};
 use crate::db;
-use crate::metrics::{Metrics, label};
+use crate::metrics::label;
 
 /// Turns a node's live devices into the snapshot hash's `(public key, PeerSpec JSON)` pairs,
 /// each peer built by [`db::devices::DevicePeer::peer_spec`] like the streamed change was.
@@ -28,14 +32,15 @@ fn snapshot_entries(peers: Vec<db::devices::DevicePeer>) -> Vec<(String, String)
         .collect()
 }
 
-/// Writes one node's whole desired state to Redis at its current PostgreSQL revision.
-pub(super) async fn republish_node(
+/// Writes one node's whole desired state to Redis at its current PostgreSQL revision, under a
+/// new epoch, and records it as published. Sends no `Reconcile`: the callers do.
+async fn write_node(
     pg: &mut PgConnection,
     redis: &mut MultiplexedConnection,
     scripts: &Scripts,
     region: &RegionCode,
     node: &NodeName,
-) -> Result<u64, RelayError> {
+) -> Result<(), RelayError> {
     let mut tx = pg.begin().await?;
     let Some(row) = db::nodes::lock_shared(&mut tx, node.as_str()).await? else {
         return Err(RelayError::Data(format!("node {node} vanished")));
@@ -45,110 +50,143 @@ pub(super) async fn republish_node(
     let entries = snapshot_entries(peers);
     let revision =
         u64::try_from(row.revision).map_err(|_| RelayError::Data("negative revision".into()))?;
-    let keys = RegionKeys::new(region);
-    scripts
-        .write_snapshot(
-            redis,
-            &keys.node_peers(node),
-            &keys.node_revision(node),
-            revision,
-            &entries,
-        )
+    let keys = SnapshotKeys::new(&RegionKeys::new(region), node);
+    let epoch = scripts
+        .write_snapshot(redis, &keys, revision, &entries)
         .await?;
     let mut tx = pg.begin().await?;
     db::nodes::mark_published(&mut tx, node.as_str(), row.revision).await?;
     db::outbox::mark_covered_by_snapshot(&mut tx, node.as_str(), row.revision).await?;
     tx.commit().await?;
-    tracing::info!(%region, %node, revision, peers = entries.len(), "node snapshot republished");
-    Ok(revision)
+    tracing::info!(%region, %node, revision, epoch, peers = entries.len(), "node snapshot republished");
+    Ok(())
 }
 
-/// Republishes every node of the region, asks its agents to reconcile, then sets the epoch.
+/// Asks the agents of `region` (all of them, or one node's) to reconcile now.
+async fn request_reconcile(
+    redis: &mut MultiplexedConnection,
+    region: &RegionCode,
+    node: Option<&NodeName>,
+    maxlen: u64,
+) -> Result<(), RelayError> {
+    let request = StreamEvent::Reconcile {
+        node: node.cloned(),
+        request_id: format!("republish-{}", uuid::Uuid::new_v4()),
+    };
+    let events = RegionKeys::new(region).events();
+    publish_control(redis, &events, &request.encode(), maxlen).await?;
+    Ok(())
+}
+
+/// Republishes one node from PostgreSQL under a new epoch, then asks its agent to reconcile.
+/// `reason` labels the `snapshot_republished` metric.
+pub(super) async fn republish_node(
+    pg: &mut PgConnection,
+    redis: &mut MultiplexedConnection,
+    ctx: &Ctx<'_>,
+    region: &RegionCode,
+    node: &NodeName,
+    reason: &str,
+) -> Result<(), RelayError> {
+    write_node(pg, redis, ctx.scripts, region, node).await?;
+    ctx.metrics
+        .republished
+        .get_or_create(&label("reason", reason))
+        .inc();
+    request_reconcile(redis, region, Some(node), ctx.settings.stream_maxlen).await
+}
+
+/// Republishes every node of the region, asks its agents to reconcile, then sets the epoch
+/// marker. A node whose republish fails is handed to `failures` (it is retried on its own) and
+/// does not stop the others.
 pub(super) async fn republish_region(
     pg: &mut PgConnection,
     redis: &mut MultiplexedConnection,
-    scripts: &Scripts,
-    metrics: &Metrics,
+    ctx: &Ctx<'_>,
+    failures: &mut NodeFailures,
     region: &RegionCode,
-    maxlen: u64,
 ) -> Result<(), RelayError> {
     tracing::warn!(%region, "epoch marker missing in Redis: republishing the region from PostgreSQL");
     for node in db::nodes::names_in_region(pg, region.as_str()).await? {
-        republish_node(pg, redis, scripts, region, &node).await?;
-        metrics
+        match write_node(pg, redis, ctx.scripts, region, &node).await {
+            Ok(()) => failures.succeed(node.as_str(), ctx.metrics),
+            Err(e) if e.is_node_specific() => {
+                failures.fail(node.as_str(), &e, ctx.metrics);
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        ctx.metrics
             .republished
             .get_or_create(&label("reason", "epoch_missing"))
             .inc();
     }
-    let keys = RegionKeys::new(region);
-    let request = StreamEvent::Reconcile {
-        node: None,
-        request_id: format!("republish-{}", uuid::Uuid::new_v4()),
-    };
-    publish_control(redis, &keys.events(), &request.encode(), maxlen).await?;
+    request_reconcile(redis, region, None, ctx.settings.stream_maxlen).await?;
     let epoch = format!(
         "{}:{}",
         chrono::Utc::now().timestamp(),
         uuid::Uuid::new_v4()
     );
     let _: () = redis::cmd("SET")
-        .arg(keys.epoch())
+        .arg(RegionKeys::new(region).epoch())
         .arg(epoch)
         .query_async(redis)
         .await?;
     Ok(())
 }
 
-/// Makes sure every region has its epoch and every node its snapshot in Redis, republishing
-/// from PostgreSQL where one is missing. Runs at the start of every relay pass.
-pub(super) async fn ensure_snapshots(
+/// Makes sure every region has its epoch marker in Redis, republishing a region whose marker is
+/// missing (Redis restarted empty or was flushed). Cheap (one `EXISTS` per region): runs at the
+/// start of every relay pass, together with [`ensure_node_revisions`].
+pub(super) async fn ensure_region_markers(
     pg: &mut PgConnection,
     redis: &mut MultiplexedConnection,
-    scripts: &Scripts,
-    metrics: &Metrics,
-    maxlen: u64,
+    ctx: &Ctx<'_>,
+    failures: &mut NodeFailures,
 ) -> Result<(), RelayError> {
     let regions = db::regions::codes(pg).await?;
-    let nodes = db::nodes::all_names(pg).await?;
+    if regions.is_empty() {
+        return Ok(());
+    }
     let mut pipe = redis::pipe();
     for region in &regions {
         pipe.exists(RegionKeys::new(region).epoch());
     }
+    let exists: Vec<bool> = pipe.query_async(redis).await?;
+    for (region, present) in regions.iter().zip(exists) {
+        if !present {
+            republish_region(pg, redis, ctx, failures, region).await?;
+        }
+    }
+    ensure_node_revisions(pg, redis, ctx, failures).await
+}
+
+/// Republishes every node whose revision key is missing (a node declared since, or a key
+/// deleted): one `EXISTS` per node, so a new node has its snapshot before its first change.
+async fn ensure_node_revisions(
+    pg: &mut PgConnection,
+    redis: &mut MultiplexedConnection,
+    ctx: &Ctx<'_>,
+    failures: &mut NodeFailures,
+) -> Result<(), RelayError> {
+    let nodes = db::nodes::all_names(pg).await?;
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
     for (node, region) in &nodes {
         pipe.exists(RegionKeys::new(region).node_revision(node));
     }
-    if regions.is_empty() {
-        return Ok(());
-    }
     let exists: Vec<bool> = pipe.query_async(redis).await?;
-    let (region_flags, node_flags) = exists.split_at(regions.len().min(exists.len()));
-    let mut republished = Vec::new();
-    for (region, present) in regions.iter().zip(region_flags) {
-        if !present {
-            republish_region(pg, redis, scripts, metrics, region, maxlen).await?;
-            republished.push(region.clone());
-        }
-    }
-    for ((node, region), present) in nodes.iter().zip(node_flags) {
-        if *present || republished.contains(region) {
+    for ((node, region), present) in nodes.iter().zip(exists) {
+        if present || failures.is_failing(node.as_str()) {
             continue;
         }
-        republish_node(pg, redis, scripts, region, node).await?;
-        metrics
-            .republished
-            .get_or_create(&label("reason", "revision_missing"))
-            .inc();
-        let request = StreamEvent::Reconcile {
-            node: Some(node.clone()),
-            request_id: format!("republish-{}", uuid::Uuid::new_v4()),
-        };
-        publish_control(
-            redis,
-            &RegionKeys::new(region).events(),
-            &request.encode(),
-            maxlen,
-        )
-        .await?;
+        match republish_node(pg, redis, ctx, region, node, "revision_missing").await {
+            Ok(()) => {}
+            Err(e) if e.is_node_specific() => failures.fail(node.as_str(), &e, ctx.metrics),
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
