@@ -28,7 +28,8 @@ pub struct Metrics {
     pub grants: Family<Labels, Counter>,
     /// Errors by component (`relay`, `feedback`, `scheduler`, `service`).
     pub errors: Family<Labels, Counter>,
-    /// Feedback entries consumed, by result (`heartbeat`, `stats`, `malformed`).
+    /// Feedback entries consumed, by result (`heartbeat`, `stats`, `malformed`, `stale`: at or
+    /// below what was stored for its node, so not counted again).
     pub feedback: Family<Labels, Counter>,
     /// Devices revoked because access expired.
     pub expired: Counter,

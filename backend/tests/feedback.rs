@@ -230,3 +230,52 @@ async fn consumer_survives_redis_restart_and_recreates_its_group() {
     .await;
     consumer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_backends_count_usage_exactly_once() {
+    let env = env().await;
+    let redis = RedisServer::start().unwrap();
+    seed_region(&env.service, "nl", &[("nl-1", "198.18.0.0/24", 10)]).await;
+    user(&env.service, 1).await;
+    let key: PublicKey = env
+        .service
+        .grant_device(1, &"nl".parse().unwrap(), None)
+        .await
+        .unwrap()
+        .device
+        .public_key;
+    // Two whole backends' worth of background work against one database and one Redis.
+    let relays = [
+        start_relay(&env.pool, &redis.url()),
+        start_relay(&env.pool, &redis.url()),
+    ];
+    let consumers = [
+        start_feedback(&env.pool, &redis.url()),
+        start_feedback(&env.pool, &redis.url()),
+    ];
+    wait_for("the feedback group", LIMIT, || async {
+        let k = RegionKeys::new(&RegionCode::new("nl").unwrap()).feedback();
+        redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(k)
+            .query_async::<redis::Value>(&mut connect(&redis.url()).await)
+            .await
+            .is_ok_and(|v| matches!(v, redis::Value::Array(g) if !g.is_empty()))
+    })
+    .await;
+    // 300 reports, each 1,000 bytes more than the one before, as an agent sends them.
+    let mut conn = connect(&redis.url()).await;
+    for n in 1..=300u64 {
+        send(&mut conn, "nl", &stats(key, n * 1000, n * 1000, None)).await;
+    }
+    wait_for("every entry acknowledged", LIMIT, || async {
+        pending(&mut connect(&redis.url()).await).await == 0 && traffic(&env, 1).await.0 >= 300_000
+    })
+    .await;
+    // Both consumers are idle now; nothing may arrive late and add more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(traffic(&env, 1).await, (300_000, 300_000));
+    for task in consumers.into_iter().chain(relays) {
+        task.stop().await;
+    }
+}

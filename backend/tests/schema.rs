@@ -69,6 +69,7 @@ async fn migrations_apply_twice_without_change() {
         [
             "audit_log",
             "devices",
+            "feedback_cursor",
             "free_addresses",
             "invites",
             "nodes",

@@ -308,6 +308,57 @@ pub async fn record_heartbeat(
     Ok(updated.rows_affected() == 1)
 }
 
+/// A feedback stream entry id, `<ms>-<seq>`: the order Redis gave the entries of one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EntryId {
+    pub ms: i64,
+    pub seq: i64,
+}
+
+impl std::str::FromStr for EntryId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ms, seq) = s
+            .split_once('-')
+            .ok_or_else(|| format!("stream entry id {s:.40?} is not <ms>-<seq>"))?;
+        let number = |part: &str| {
+            part.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("stream entry id {s:.40?} is not <ms>-<seq>"))
+        };
+        Ok(Self {
+            ms: number(ms)?,
+            seq: number(seq)?,
+        })
+    }
+}
+
+/// Moves `node`'s feedback cursor for `kind` (`heartbeat`, `stats`) to `entry` if `entry` is
+/// newer; `false` (nothing changed) if an entry at or after it was stored already. The row lock
+/// it takes makes a second consumer with the same entry wait and then see it as stored.
+pub async fn advance_feedback_cursor(
+    conn: &mut PgConnection,
+    node: &str,
+    kind: &str,
+    entry: EntryId,
+) -> sqlx::Result<bool> {
+    let advanced: Option<String> = sqlx::query_scalar(
+        "INSERT INTO feedback_cursor AS c (node, kind, entry_ms, entry_seq) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (node, kind) DO UPDATE SET entry_ms = $3, entry_seq = $4
+             WHERE (c.entry_ms, c.entry_seq) < ($3, $4)
+         RETURNING node",
+    )
+    .bind(node)
+    .bind(kind)
+    .bind(entry.ms)
+    .bind(entry.seq)
+    .fetch_optional(conn)
+    .await?;
+    Ok(advanced.is_some())
+}
+
 /// Whether `region` has a node called `node`.
 pub async fn exists_in_region(
     conn: &mut PgConnection,

@@ -6,6 +6,10 @@
 //! acknowledged; the consumer backs off and then re-reads its own pending entries (`XREADGROUP
 //! ... 0`) before new ones. The region list comes from PostgreSQL and is refreshed periodically;
 //! a lost group (Redis restarted) is recreated.
+//!
+//! Several backends may run this consumer at once (same group, same consumer name): nothing
+//! here is a singleton, because `ingest` is idempotent and ordered per node (see there), so an
+//! entry read twice, or two entries stored out of order, count once.
 
 pub mod ingest;
 
@@ -26,8 +30,8 @@ use crate::db;
 use crate::metrics::{Metrics, label};
 use ingest::Ingested;
 
-/// The consumer name inside the group. One backend runs at a time, so a fixed name lets a
-/// restarted backend find its own pending entries.
+/// The consumer name inside the group. A fixed name lets a restarted backend find its own
+/// pending entries; a second backend using it too is harmless (ingestion is idempotent).
 const CONSUMER: &str = "backend";
 
 /// Feedback consumer knobs.
@@ -256,6 +260,14 @@ impl Consumer {
                 .get_or_create(&label("result", result))
                 .inc();
         };
+        let entry: db::nodes::EntryId = match id.parse() {
+            Ok(entry) => entry,
+            Err(why) => {
+                tracing::warn!(%region, id, why, "feedback entry with an unexpected id; dropped");
+                count("malformed");
+                return Ok(());
+            }
+        };
         let Some(payload) = payload else {
             tracing::warn!(%region, id, "feedback entry without an {EVENT_FIELD:?} field; dropped");
             count("malformed");
@@ -270,8 +282,9 @@ impl Consumer {
             }
         };
         let mut pg = self.pool.acquire().await?;
-        match ingest::ingest(&mut pg, region, &message).await {
+        match ingest::ingest(&mut pg, region, entry, &message).await {
             Ok(Ingested::Heartbeat) => count("heartbeat"),
+            Ok(Ingested::Stale) => count("stale"),
             Ok(Ingested::Stats { .. }) => count("stats"),
             Ok(Ingested::UnknownNode(node)) => {
                 tracing::warn!(%region, id, node, "feedback from a node this region does not have; dropped");
