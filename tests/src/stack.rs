@@ -41,6 +41,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `env` with the `extra` variables replacing or added to it.
+fn with_extra<'a>(
+    mut env: Vec<(&'a str, String)>,
+    extra: &[(&'a str, &str)],
+) -> Vec<(&'a str, String)> {
+    env.retain(|(key, _)| !extra.iter().any(|(k, _)| k == key));
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    env
+}
+
 fn free_local_addr() -> Result<String> {
     let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     Ok(addr.to_string())
@@ -95,6 +105,11 @@ impl Stack {
 
     /// Starts `pvpn-backend` with the bot talking to the local Bot API server.
     pub fn start_backend(&self, admin_ids: &[i64]) -> Result<()> {
+        self.start_backend_with(admin_ids, &[])
+    }
+
+    /// [`Stack::start_backend`] with extra environment variables (they win over the defaults).
+    pub fn start_backend_with(&self, admin_ids: &[i64], extra: &[(&str, &str)]) -> Result<()> {
         let admins = admin_ids
             .iter()
             .map(i64::to_string)
@@ -113,6 +128,7 @@ impl Stack {
                 AGENT_HEARTBEAT_SECS.to_string(),
             ),
         ];
+        let env = with_extra(env, extra);
         let process = ChildProcess::spawn("backend", &self.bins.backend, &[], &env, &self.log_dir)?;
         *lock(&self.backend) = Some(process);
         Ok(())
@@ -121,6 +137,11 @@ impl Stack {
     /// Starts the agent of `site` (userspace backend: it drives `wireguard-go` through its UAPI
     /// socket, the same code path that drives kernel WireGuard through netlink in production).
     pub fn start_agent(&self, site: &VpnSite) -> Result<()> {
+        self.start_agent_with(site, &[])
+    }
+
+    /// [`Stack::start_agent`] with extra environment variables (they win over the defaults).
+    pub fn start_agent_with(&self, site: &VpnSite, extra: &[(&str, &str)]) -> Result<()> {
         let env = vec![
             ("REDIS_URL", self.redis.url()),
             ("PVPN_REGION", site.region.to_string()),
@@ -138,6 +159,7 @@ impl Stack {
                 AGENT_RECONCILE_SECS.to_string(),
             ),
         ];
+        let env = with_extra(env, extra);
         let name = format!("agent-{}", site.node);
         let process = ChildProcess::spawn(&name, &self.bins.agent, &[], &env, &self.log_dir)?;
         lock(&self.agents).insert(site.node.to_string(), process);

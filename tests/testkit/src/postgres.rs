@@ -52,6 +52,62 @@ impl TestDatabase {
         &self.name
     }
 
+    /// Saves the whole database with `pg_dump` (custom format) to `path`, as a backup would.
+    pub fn dump(&self, path: &std::path::Path) -> Result<()> {
+        let status = std::process::Command::new("pg_dump")
+            .args(["--format=custom", "--file"])
+            .arg(path)
+            .arg(&self.url)
+            .status()
+            .context("running pg_dump: is the PostgreSQL client installed?")?;
+        anyhow::ensure!(
+            status.success(),
+            "pg_dump of {} failed: {status}",
+            self.name
+        );
+        Ok(())
+    }
+
+    /// Replaces the database with the dump at `path`: dropped (its connections forced out),
+    /// created empty under the same name and filled by `pg_restore`, as a restore from a
+    /// backup would leave it.
+    pub async fn restore(&self, path: &std::path::Path) -> Result<()> {
+        let mut conn = PgConnection::connect(&admin_url()).await?;
+        conn.execute(AssertSqlSafe(format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            self.name
+        )))
+        .await
+        .with_context(|| format!("dropping {}", self.name))?;
+        conn.execute(AssertSqlSafe(format!("CREATE DATABASE {}", self.name)))
+            .await
+            .with_context(|| format!("recreating {}", self.name))?;
+        let _ = conn.close().await;
+        let status = std::process::Command::new("pg_restore")
+            .args(["--no-owner", "--dbname"])
+            .arg(&self.url)
+            .arg(path)
+            .status()
+            .context("running pg_restore: is the PostgreSQL client installed?")?;
+        anyhow::ensure!(
+            status.success(),
+            "pg_restore into {} failed: {status}",
+            self.name
+        );
+        Ok(())
+    }
+
+    /// One text column of every row `sql` returns, on a connection of its own.
+    pub async fn strings(&self, sql: &str) -> Result<Vec<String>> {
+        let mut conn = PgConnection::connect(&self.url).await?;
+        let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+            .fetch_all(&mut conn)
+            .await
+            .with_context(|| format!("running {sql}"))?;
+        let _ = conn.close().await;
+        Ok(rows)
+    }
+
     /// A small pool on this database.
     pub async fn pool(&self) -> Result<PgPool> {
         PgPoolOptions::new()

@@ -8,6 +8,10 @@
 //! address there (for QEMU guests on a [`crate::vm::GuestNetwork`] bridge) and on a Unix socket,
 //! which the test process reaches from its own namespace.
 
+//! A test can also keep a copy of the data ([`RedisServer::save_copy`]) and later restart from
+//! it ([`RedisServer::restart_from`]): Redis coming back from an older RDB, as AOF `everysec` or
+//! a replica failover can leave it.
+
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,7 +24,14 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Set for a server inside a namespace: (namespace, address it listens on, Unix socket).
     netns: Option<(String, Ipv4Addr, PathBuf)>,
+    /// The server's own directory: `dump.rdb` (only written by [`RedisServer::save_copy`]) and
+    /// the saved copies.
+    dir: PathBuf,
 }
+
+/// A copy of a server's data at one moment, to restart from later.
+#[derive(Debug, Clone)]
+pub struct SavedData(PathBuf);
 
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers.
@@ -33,9 +44,21 @@ impl RedisServer {
             port,
             child: None,
             netns: None,
+            dir: Self::data_dir(port)?,
         };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// A directory of the server's own for `dump.rdb` and saved copies.
+    fn data_dir(port: u16) -> Result<PathBuf> {
+        let dir = std::env::temp_dir().join(format!(
+            "pvpn-redis-{}-{port}-{}",
+            std::process::id(),
+            crate::unique_suffix()
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
     }
 
     /// Starts a server inside `netns` listening on `addr:6379` (the namespace is the test's own,
@@ -47,6 +70,7 @@ impl RedisServer {
             port: 6379,
             child: None,
             netns: Some((netns.name().to_string(), addr, socket)),
+            dir: Self::data_dir(6379)?,
         };
         server.spawn()?;
         Ok(server)
@@ -76,6 +100,10 @@ impl RedisServer {
                 &self.port.to_string(),
                 "--save",
                 "",
+                "--dir",
+                &self.dir.to_string_lossy(),
+                "--dbfilename",
+                "dump.rdb",
                 "--appendonly",
                 "no",
                 "--protected-mode",
@@ -142,7 +170,42 @@ impl RedisServer {
     /// after a restart.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
+        self.remove_dump()?;
         self.spawn()
+    }
+
+    fn dump_path(&self) -> PathBuf {
+        self.dir.join("dump.rdb")
+    }
+
+    fn remove_dump(&self) -> Result<()> {
+        match std::fs::remove_file(self.dump_path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).context("removing the old dump.rdb")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `SAVE`s the data now and keeps a copy of the RDB file under `name`.
+    pub fn save_copy(&self, name: &str) -> Result<SavedData> {
+        let mut conn = self.connection()?;
+        redis::cmd("SAVE").query::<()>(&mut conn).context("SAVE")?;
+        let copy = self.dir.join(format!("{name}.rdb"));
+        std::fs::copy(self.dump_path(), &copy)
+            .with_context(|| format!("copying dump.rdb to {}", copy.display()))?;
+        Ok(SavedData(copy))
+    }
+
+    /// Kills the server and starts it again on the same port with the data of `saved` (and
+    /// nothing written since), as Redis restarted from an older RDB file would be.
+    pub fn restart_from(&mut self, saved: &SavedData) -> Result<()> {
+        self.stop();
+        std::fs::copy(&saved.0, self.dump_path())
+            .with_context(|| format!("restoring {}", saved.0.display()))?;
+        self.spawn()?;
+        // Later restarts start empty again unless a test saves once more.
+        self.remove_dump()
     }
 
     /// A blocking connection, for test assertions.
@@ -157,5 +220,6 @@ impl Drop for RedisServer {
         if let Some((_, _, socket)) = &self.netns {
             let _ = std::fs::remove_file(socket);
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
