@@ -185,6 +185,13 @@ impl Relay {
             .expect("publishing the snapshot");
     }
 
+    /// Sets the node's epoch key, as the backend's relay does with every republish.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.conn
+            .set::<_, _, ()>(self.keys.node_epoch(&self.node), epoch)
+            .expect("setting the epoch");
+    }
+
     /// The next revision's upsert: snapshot + revision + stream entry. Returns the entry id.
     pub fn upsert(&mut self, spec: &PeerSpec) -> String {
         self.revision += 1;
