@@ -7,7 +7,7 @@
 //! [`RedisServer::start_in_netns`] runs it inside a network namespace instead, listening on an
 //! address there (for QEMU guests on a [`crate::vm::GuestNetwork`] bridge) and on a Unix socket,
 //! which the test process reaches from its own namespace.
-
+//!
 //! A test can also keep a copy of the data ([`RedisServer::save_copy`]) and later restart from
 //! it ([`RedisServer::restart_from`]): Redis coming back from an older RDB, as AOF `everysec` or
 //! a replica failover can leave it.
