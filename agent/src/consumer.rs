@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use pvpn_common::NodeName;
 use pvpn_common::redis_keys::{
     DEAD_LETTER_ID_FIELD, DEAD_LETTER_PAYLOAD_FIELD, DEAD_LETTER_REASON_FIELD, RegionKeys,
 };
@@ -59,10 +60,10 @@ pub fn is_stream_lost(error: &redis::RedisError) -> bool {
 }
 
 impl StreamConsumer {
-    pub fn new(keys: &RegionKeys, group: String, consumer: String) -> Self {
+    pub fn new(keys: &RegionKeys, node: &NodeName, group: String, consumer: String) -> Self {
         Self {
             stream: keys.events(),
-            dead_letter: keys.dead_letter(),
+            dead_letter: keys.node_dead_letter(node),
             group,
             consumer,
         }

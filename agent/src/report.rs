@@ -98,7 +98,7 @@ impl Reporter {
 
     fn xadd(&self, pipe: &mut redis::Pipeline, feedback: &Feedback) {
         pipe.cmd("XADD")
-            .arg(self.keys.feedback())
+            .arg(self.keys.node_feedback(&self.node))
             .arg("MAXLEN")
             .arg("~")
             .arg(FEEDBACK_MAXLEN)

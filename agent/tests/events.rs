@@ -211,8 +211,10 @@ async fn malformed_entries_are_dead_lettered_and_later_entries_still_apply() {
     .await;
 
     let dead: Vec<(String, BTreeMap<String, Vec<u8>>)> = {
-        let reply: redis::streams::StreamRangeReply =
-            node.conn().xrange_all(keys().dead_letter()).unwrap();
+        let reply: redis::streams::StreamRangeReply = node
+            .conn()
+            .xrange_all(keys().node_dead_letter(&support::node()))
+            .unwrap();
         reply
             .ids
             .into_iter()

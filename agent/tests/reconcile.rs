@@ -70,8 +70,10 @@ async fn a_connected_session_survives_agent_restart_and_reconcile() {
     // Stats carry the session's counters.
     let key = spec.public_key;
     eventually("stats with the client's traffic", || {
-        let entries: redis::streams::StreamRangeReply =
-            node.conn().xrange_all(keys().feedback()).ok()?;
+        let entries: redis::streams::StreamRangeReply = node
+            .conn()
+            .xrange_all(keys().node_feedback(&support::node()))
+            .ok()?;
         entries.ids.iter().rev().find_map(|e| {
             let json: String = e.get(pvpn_common::wire::EVENT_FIELD)?;
             match Feedback::decode(json.as_bytes()).ok()? {

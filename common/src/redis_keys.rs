@@ -1,8 +1,9 @@
 //! Every Redis key and consumer group name PVPN uses, in one place.
 //!
 //! All keys of a region share the hash tag `{<region>}`, so a Redis Cluster keeps a region on one
-//! slot (Lua scripts and MULTI over a region's keys stay legal) and an ACL pattern
-//! `~pvpn:{<region>}:*` confines a region's agent to its own keys.
+//! slot (Lua scripts and MULTI over a region's keys stay legal). Everything one node's agent
+//! writes lives under `pvpn:{<region>}:node:<node>:` and is written by that node's ACL user only
+//! (the Ansible `redis` role renders one per node), so the key itself says which node wrote it.
 
 use crate::names::{NodeName, RegionCode};
 
@@ -22,16 +23,6 @@ impl RegionKeys {
     /// Stream of [`crate::wire::StreamEvent`]s for every node of the region.
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
-    }
-
-    /// Stream where agents park entries they could not understand, with the reason.
-    pub fn dead_letter(&self) -> String {
-        format!("{}:dead", self.prefix)
-    }
-
-    /// Stream of [`crate::wire::Feedback`] from the region's agents to the backend.
-    pub fn feedback(&self) -> String {
-        format!("{}:feedback", self.prefix)
     }
 
     /// Marker the backend sets when it has published the region's snapshots; its absence means
@@ -63,9 +54,21 @@ impl RegionKeys {
         format!("{}:node:{node}:heartbeat", self.prefix)
     }
 
-    /// The ACL key pattern that covers exactly this region's keys.
-    pub fn acl_pattern(&self) -> String {
-        format!("~{}:*", self.prefix)
+    /// Stream of [`crate::wire::Feedback`] from this node's agent to the backend. Only the node's
+    /// own ACL user may write it, so the backend knows the sender from the key.
+    pub fn node_feedback(&self, node: &NodeName) -> String {
+        format!("{}:node:{node}:feedback", self.prefix)
+    }
+
+    /// Stream where the node's agent parks entries it refused, with the reason.
+    pub fn node_dead_letter(&self, node: &NodeName) -> String {
+        format!("{}:node:{node}:dead", self.prefix)
+    }
+
+    /// String: the token of the one agent allowed to apply changes to the node's interface,
+    /// expiring unless that agent renews it (see the agent's `lease` module).
+    pub fn node_lease(&self, node: &NodeName) -> String {
+        format!("{}:node:{node}:lease", self.prefix)
     }
 }
 
@@ -95,8 +98,9 @@ mod tests {
         let node = NodeName::new("nl-1").unwrap();
         for key in [
             keys.events(),
-            keys.dead_letter(),
-            keys.feedback(),
+            keys.node_dead_letter(&node),
+            keys.node_feedback(&node),
+            keys.node_lease(&node),
             keys.epoch(),
             keys.node_peers(&node),
             keys.node_revision(&node),
@@ -106,7 +110,8 @@ mod tests {
             assert!(key.starts_with("pvpn:{nl}:"), "{key}");
         }
         assert_eq!(keys.node_peers(&node), "pvpn:{nl}:node:nl-1:peers");
-        assert_eq!(keys.acl_pattern(), "~pvpn:{nl}:*");
+        assert_eq!(keys.node_feedback(&node), "pvpn:{nl}:node:nl-1:feedback");
+        assert_eq!(keys.node_dead_letter(&node), "pvpn:{nl}:node:nl-1:dead");
         assert_eq!(agent_group(&node), "agent:nl-1");
     }
 }

@@ -221,6 +221,14 @@ pub enum Feedback {
 }
 
 impl Feedback {
+    /// The node the message says it comes from.
+    pub fn node(&self) -> &NodeName {
+        match self {
+            Feedback::Heartbeat(hb) => &hb.node,
+            Feedback::Stats { node, .. } => node,
+        }
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         decode(bytes)
     }

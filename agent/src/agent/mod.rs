@@ -106,6 +106,7 @@ impl NodeAgent {
         let keys = RegionKeys::new(&config.region);
         let consumer = StreamConsumer::new(
             &keys,
+            &config.node,
             pvpn_common::redis_keys::agent_group(&config.node),
             config.node.to_string(),
         );

@@ -1,10 +1,15 @@
-//! The feedback consumer: reads every region's feedback stream (agents' heartbeats and stats)
+//! The feedback consumer: reads every node's feedback stream (agents' heartbeats and stats)
 //! through the consumer group [`BACKEND_FEEDBACK_GROUP`] and stores it in PostgreSQL.
+//!
+//! Each node writes its own stream, `pvpn:{<region>}:node:<node>:feedback`, which only that
+//! node's Redis user may write: the sender is the node the key names, never the node the payload
+//! claims. A payload naming another node is dropped and counted (`result="wrong_node"`): it is a
+//! stolen or misconfigured credential speaking for someone else.
 //!
 //! An entry is acknowledged after it is stored, or after it was found malformed (logged and
 //! dropped: one bad entry never stops the loop). When PostgreSQL or Redis fails, nothing is
 //! acknowledged; the consumer backs off and then re-reads its own pending entries (`XREADGROUP
-//! ... 0`) before new ones. The region list comes from PostgreSQL and is refreshed periodically;
+//! ... 0`) before new ones. The node list comes from PostgreSQL and is refreshed periodically;
 //! a lost group (Redis restarted) is recreated.
 //!
 //! Several backends may run this consumer at once (same group, same consumer name): nothing
@@ -16,10 +21,10 @@ pub mod ingest;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pvpn_common::RegionCode;
 use pvpn_common::backoff::Backoff;
 use pvpn_common::redis_keys::{BACKEND_FEEDBACK_GROUP, RegionKeys};
 use pvpn_common::wire::{EVENT_FIELD, Feedback};
+use pvpn_common::{NodeName, RegionCode};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
@@ -34,6 +39,14 @@ use ingest::Ingested;
 /// pending entries; a second backend using it too is harmless (ingestion is idempotent).
 const CONSUMER: &str = "backend";
 
+/// One node's feedback stream.
+#[derive(Debug, Clone)]
+struct NodeStream {
+    key: String,
+    node: NodeName,
+    region: RegionCode,
+}
+
 /// Feedback consumer knobs.
 #[derive(Debug, Clone)]
 pub struct FeedbackSettings {
@@ -41,7 +54,7 @@ pub struct FeedbackSettings {
     pub block: Duration,
     /// Entries read per call.
     pub batch: usize,
-    /// How often the region list is re-read from PostgreSQL.
+    /// How often the node list is re-read from PostgreSQL.
     pub region_refresh: Duration,
 }
 
@@ -69,7 +82,8 @@ struct Consumer {
     metrics: Arc<Metrics>,
     settings: FeedbackSettings,
     conn: Option<MultiplexedConnection>,
-    regions: Vec<RegionCode>,
+    /// Every node's feedback stream key, with the node and region it belongs to.
+    streams: Vec<NodeStream>,
     refreshed: Option<Instant>,
     /// Re-read our pending entries before new ones (after a failure or at start).
     read_pending: bool,
@@ -89,7 +103,7 @@ pub async fn run(
         metrics,
         settings,
         conn: None,
-        regions: Vec::new(),
+        streams: Vec::new(),
         refreshed: None,
         read_pending: true,
     };
@@ -148,17 +162,25 @@ impl Consumer {
         Ok(conn)
     }
 
-    /// Re-reads the regions and makes sure each feedback stream has our group.
-    async fn refresh_regions(
+    /// Re-reads the nodes and makes sure each node's feedback stream has our group.
+    async fn refresh_nodes(
         &mut self,
         conn: &mut MultiplexedConnection,
     ) -> Result<(), FeedbackError> {
         let mut pg = self.pool.acquire().await?;
-        self.regions = db::regions::codes(&mut pg).await?;
-        for region in &self.regions {
+        self.streams = db::nodes::all_names(&mut pg)
+            .await?
+            .into_iter()
+            .map(|(node, region)| NodeStream {
+                key: RegionKeys::new(&region).node_feedback(&node),
+                node,
+                region,
+            })
+            .collect();
+        for stream in &self.streams {
             let created: redis::RedisResult<()> = redis::cmd("XGROUP")
                 .arg("CREATE")
-                .arg(RegionKeys::new(region).feedback())
+                .arg(&stream.key)
                 .arg(BACKEND_FEEDBACK_GROUP)
                 .arg("0")
                 .arg("MKSTREAM")
@@ -180,17 +202,13 @@ impl Consumer {
             .refreshed
             .is_none_or(|at| at.elapsed() >= self.settings.region_refresh)
         {
-            self.refresh_regions(&mut conn).await?;
+            self.refresh_nodes(&mut conn).await?;
         }
-        if self.regions.is_empty() {
+        if self.streams.is_empty() {
             tokio::time::sleep(self.settings.block).await;
             return Ok(());
         }
-        let keys: Vec<String> = self
-            .regions
-            .iter()
-            .map(|r| RegionKeys::new(r).feedback())
-            .collect();
+        let keys: Vec<String> = self.streams.iter().map(|s| s.key.clone()).collect();
         let pending = self.read_pending;
         let ids: Vec<&str> = keys
             .iter()
@@ -213,25 +231,20 @@ impl Consumer {
             Ok(reply) => reply.unwrap_or_default(),
             Err(e) if e.code() == Some("NOGROUP") => {
                 tracing::warn!("feedback group missing (Redis lost data?): recreating");
-                self.refresh_regions(&mut conn).await?;
+                self.refresh_nodes(&mut conn).await?;
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
         let mut seen = 0;
         for stream in &reply.keys {
-            let Some(region) = self
-                .regions
-                .iter()
-                .find(|r| RegionKeys::new(r).feedback() == stream.key)
-                .cloned()
-            else {
+            let Some(source) = self.streams.iter().find(|s| s.key == stream.key).cloned() else {
                 continue;
             };
             for entry in &stream.ids {
                 seen += 1;
                 let payload: Option<Vec<u8>> = entry.get(EVENT_FIELD);
-                self.handle(&region, &entry.id, payload.as_deref()).await?;
+                self.handle(&source, &entry.id, payload.as_deref()).await?;
                 let _: i64 = redis::cmd("XACK")
                     .arg(&stream.key)
                     .arg(BACKEND_FEEDBACK_GROUP)
@@ -250,7 +263,7 @@ impl Consumer {
     /// pending); bad entries are logged and reported as handled.
     async fn handle(
         &self,
-        region: &RegionCode,
+        source: &NodeStream,
         id: &str,
         payload: Option<&[u8]>,
     ) -> Result<(), FeedbackError> {
@@ -260,6 +273,7 @@ impl Consumer {
                 .get_or_create(&label("result", result))
                 .inc();
         };
+        let region = &source.region;
         let entry: db::nodes::EntryId = match id.parse() {
             Ok(entry) => entry,
             Err(why) => {
@@ -281,6 +295,17 @@ impl Consumer {
                 return Ok(());
             }
         };
+        if message.node() != &source.node {
+            tracing::warn!(
+                %region,
+                id,
+                stream_node = %source.node,
+                claimed_node = %message.node(),
+                "feedback claims another node than the stream it was written to; dropped"
+            );
+            count("wrong_node");
+            return Ok(());
+        }
         let mut pg = self.pool.acquire().await?;
         match ingest::ingest(&mut pg, region, entry, &message).await {
             Ok(Ingested::Heartbeat) => count("heartbeat"),

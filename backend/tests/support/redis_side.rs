@@ -59,6 +59,11 @@ pub fn start_relay(pool: &PgPool, redis_url: &str) -> Task {
 }
 
 pub fn start_feedback(pool: &PgPool, redis_url: &str) -> Task {
+    start_feedback_with(pool, redis_url, Arc::new(Metrics::default()))
+}
+
+/// The feedback consumer, counting into `metrics` (for tests that read its counters).
+pub fn start_feedback_with(pool: &PgPool, redis_url: &str, metrics: Arc<Metrics>) -> Task {
     let stop = CancellationToken::new();
     let settings = FeedbackSettings {
         block: Duration::from_millis(100),
@@ -69,7 +74,7 @@ pub fn start_feedback(pool: &PgPool, redis_url: &str) -> Task {
     let handle = tokio::spawn(feedback::run(
         pool.clone(),
         client,
-        Arc::new(Metrics::default()),
+        metrics,
         settings,
         stop.clone(),
     ));
