@@ -144,7 +144,7 @@ all:
     pvpn_postgres_listen_addresses: [127.0.0.1]
     pvpn_backend_database_port: 5432
     pvpn_redis_backend_password: $redis_backend_password
-    pvpn_redis_agent_passwords: {nl: $redis_nl_password, de: $redis_de_password}
+    pvpn_redis_node_passwords: {nl-1: $redis_nl_password, de-1: $redis_de_password}
     pvpn_redis_host: 127.0.0.1
     # No init runs in a chroot: nothing is started, but the database is this machine's.
     pvpn_backend_database_online: true

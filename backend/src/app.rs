@@ -20,7 +20,7 @@ use crate::feedback::{self, FeedbackSettings};
 use crate::metrics::Metrics;
 use crate::relay::{self, RelaySettings};
 use crate::service::Service;
-use crate::{db, http, scheduler};
+use crate::{db, http, redis_memory, scheduler};
 
 /// How long tasks get to finish after shutdown was requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -70,6 +70,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         async move {
             relay::run(pool, redis, metrics, relay_settings, stop).await;
             ("relay", Ok(()))
+        }
+    });
+    tasks.spawn({
+        let (redis, metrics, stop) = (redis.clone(), metrics.clone(), shutdown.clone());
+        async move {
+            redis_memory::run(redis, metrics, stop).await;
+            ("redis_memory", Ok(()))
         }
     });
     tasks.spawn({

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 type Labels = Vec<(String, String)>;
 
@@ -37,6 +38,10 @@ pub struct Metrics {
     pub relay_node_failures: Family<Labels, Counter>,
     /// Nodes (or regions) whose publishing is failing now and waits for a retry.
     pub relay_failing_nodes: Gauge,
+    /// Redis `used_memory`, `maxmemory` and their ratio (see [`crate::redis_memory`]).
+    pub redis_used_memory: Gauge,
+    pub redis_maxmemory: Gauge,
+    pub redis_memory_ratio: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -52,6 +57,24 @@ impl Default for Metrics {
         let expired = Counter::default();
         let relay_node_failures = Family::default();
         let relay_failing_nodes = Gauge::default();
+        let redis_used_memory = Gauge::default();
+        let redis_maxmemory = Gauge::default();
+        let redis_memory_ratio = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "redis_used_memory_bytes",
+            "Redis used_memory from INFO memory",
+            redis_used_memory.clone(),
+        );
+        registry.register(
+            "redis_maxmemory_bytes",
+            "Redis maxmemory (0: no limit)",
+            redis_maxmemory.clone(),
+        );
+        registry.register(
+            "redis_memory_ratio",
+            "Redis used_memory / maxmemory (0 without a limit); writes fail at 1 (noeviction)",
+            redis_memory_ratio.clone(),
+        );
         registry.register(
             "outbox_backlog",
             "Outbox rows waiting to be published to Redis",
@@ -102,6 +125,9 @@ impl Default for Metrics {
             expired,
             relay_node_failures,
             relay_failing_nodes,
+            redis_used_memory,
+            redis_maxmemory,
+            redis_memory_ratio,
         }
     }
 }
@@ -116,6 +142,14 @@ impl Metrics {
         self.errors
             .get_or_create(&label("component", component))
             .inc();
+    }
+
+    pub fn record_redis_memory(&self, memory: &crate::redis_memory::MemoryUse) {
+        self.redis_used_memory
+            .set(i64::try_from(memory.used).unwrap_or(i64::MAX));
+        self.redis_maxmemory
+            .set(i64::try_from(memory.max).unwrap_or(i64::MAX));
+        self.redis_memory_ratio.set(memory.ratio());
     }
 
     /// The OpenMetrics text exposition.
