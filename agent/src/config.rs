@@ -2,7 +2,7 @@
 //!
 //! Sources, weakest first: the defaults (`Config::DEFAULT_*`), the optional TOML file named by
 //! `PVPN_CONFIG` (keys in lowercase without the `PVPN_` prefix: `redis_url`, `region`, `node`,
-//! `wg_interface`, ...), then the environment, field by field; the rules (empty means not set,
+//! `subnet`, `max_peers`, `wg_interface`, ...), then the environment, field by field; the rules (empty means not set,
 //! errors name the key and origin, a warning for a file others can read) are
 //! [`pvpn_common::config_source`]'s, shared with the backend. Every value is parsed into its
 //! validated type here.
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use pvpn_common::config_source::ConfigSource;
 pub use pvpn_common::config_source::{ConfigError, ConfigWarning};
+use pvpn_common::addressing::ClientSubnet;
 use pvpn_common::{NodeName, RegionCode};
 
 /// Which `wireguard-control` backend talks to the interface.
@@ -21,6 +22,16 @@ pub enum WgBackend {
     Kernel,
     /// The UAPI socket of a userspace implementation such as `wireguard-go` (tests, no module).
     Userspace,
+}
+
+impl WgBackend {
+    /// The most peers one interface holds: wireguard-go's `MaxPeers` (65,536), kernel 2^20.
+    pub fn max_peers(self) -> usize {
+        match self {
+            WgBackend::Kernel => 1 << 20,
+            WgBackend::Userspace => 1 << 16,
+        }
+    }
 }
 
 impl std::str::FromStr for WgBackend {
@@ -41,6 +52,10 @@ pub struct Config {
     pub redis_url: String,
     pub region: RegionCode,
     pub node: NodeName,
+    /// The node's client subnet: every peer's allowed IPs must be client addresses in it.
+    pub subnet: ClientSubnet,
+    /// Most peers the agent puts on the interface (see [`WgBackend::max_peers`]).
+    pub max_peers: usize,
     pub wg_interface: String,
     pub wg_backend: WgBackend,
     pub metrics_addr: SocketAddr,
@@ -57,6 +72,8 @@ impl std::fmt::Debug for Config {
             .field("redis", &self.redis_host())
             .field("region", &self.region)
             .field("node", &self.node)
+            .field("subnet", &self.subnet.net())
+            .field("max_peers", &self.max_peers)
             .field("wg_interface", &self.wg_interface)
             .field("wg_backend", &self.wg_backend)
             .field("metrics_addr", &self.metrics_addr)
@@ -74,6 +91,8 @@ mod keys {
     pub const REDIS_URL: Key = Key::new("redis_url", "REDIS_URL");
     pub const REGION: Key = Key::new("region", "PVPN_REGION");
     pub const NODE: Key = Key::new("node", "PVPN_NODE");
+    pub const SUBNET: Key = Key::new("subnet", "PVPN_SUBNET");
+    pub const MAX_PEERS: Key = Key::new("max_peers", "PVPN_MAX_PEERS");
     pub const WG_INTERFACE: Key = Key::new("wg_interface", "PVPN_WG_INTERFACE");
     pub const WG_BACKEND: Key = Key::new("wg_backend", "PVPN_WG_BACKEND");
     pub const METRICS_ADDR: Key = Key::new("metrics_addr", "PVPN_METRICS_ADDR");
@@ -87,6 +106,8 @@ mod keys {
         REDIS_URL,
         REGION,
         NODE,
+        SUBNET,
+        MAX_PEERS,
         WG_INTERFACE,
         WG_BACKEND,
         METRICS_ADDR,
@@ -128,12 +149,17 @@ impl Config {
         let wg_interface = source
             .parse_with(WG_INTERFACE, interface_name)?
             .unwrap_or_else(|| Self::DEFAULT_WG_INTERFACE.to_string());
+        let wg_backend = source.parse(WG_BACKEND)?.unwrap_or(WgBackend::Kernel);
         let config = Self {
             redis_url,
             region: source.required(REGION)?,
             node: source.required(NODE)?,
+            subnet: source.required_with(SUBNET, client_subnet)?,
+            max_peers: source
+                .parse_with(MAX_PEERS, |text| max_peers(text, wg_backend))?
+                .unwrap_or(wg_backend.max_peers()),
             wg_interface,
-            wg_backend: source.parse(WG_BACKEND)?.unwrap_or(WgBackend::Kernel),
+            wg_backend,
             metrics_addr: source
                 .parse(METRICS_ADDR)?
                 .unwrap_or(Self::DEFAULT_METRICS_ADDR),
@@ -157,6 +183,24 @@ impl Config {
             Ok(client) => client.get_connection_info().addr().to_string(),
             Err(_) => "<invalid>".to_string(),
         }
+    }
+}
+
+fn client_subnet(text: &str) -> Result<ClientSubnet, String> {
+    let net = text
+        .parse()
+        .map_err(|_| format!("expected an IPv4 subnet, got {text:?}"))?;
+    ClientSubnet::new(net).map_err(|e| e.to_string())
+}
+
+/// 1 up to what the interface implementation can hold.
+fn max_peers(text: &str, backend: WgBackend) -> Result<usize, String> {
+    let limit = backend.max_peers();
+    match text.parse::<usize>() {
+        Ok(n) if (1..=limit).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be 1..={limit} for this WireGuard backend, got {text:?}"
+        )),
     }
 }
 
@@ -198,10 +242,11 @@ mod tests {
         Config::load(|k| env.get(k).cloned())
     }
 
-    const MINIMAL: [(&str, &str); 3] = [
+    const MINIMAL: [(&str, &str); 4] = [
         ("REDIS_URL", "redis://agent:secret@127.0.0.1:6379/"),
         ("PVPN_REGION", "nl"),
         ("PVPN_NODE", "nl-1"),
+        ("PVPN_SUBNET", "198.18.0.0/24"),
     ];
 
     #[test]
@@ -214,6 +259,8 @@ mod tests {
         assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
         assert_eq!(c.stats_interval, Duration::from_secs(30));
         assert_eq!(c.node.as_str(), "nl-1");
+        assert_eq!(c.max_peers, 1 << 20);
+        assert_eq!(c.subnet.net().to_string(), "198.18.0.0/24");
     }
 
     #[test]
@@ -226,7 +273,11 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_key() {
-        let cases: [(&str, &str); 7] = [
+        let cases: [(&str, &str); 11] = [
+            ("PVPN_SUBNET", "198.18.0.5/24"),
+            ("PVPN_SUBNET", "fd00::/64"),
+            ("PVPN_MAX_PEERS", "0"),
+            ("PVPN_MAX_PEERS", "2000000"),
             ("PVPN_REGION", "NL!"),
             ("PVPN_NODE", ""),
             ("PVPN_WG_BACKEND", "netlink"),
@@ -246,6 +297,7 @@ mod tests {
             ("REDIS_URL", "not a url"),
             ("PVPN_REGION", "nl"),
             ("PVPN_NODE", "n"),
+            ("PVPN_SUBNET", "198.18.0.0/24"),
         ])
         .expect_err("bad url")
         .to_string();
@@ -269,6 +321,7 @@ mod tests {
             ("REDIS_URL", "redis://127.0.0.1:6379/"),
             ("PVPN_REGION", "nl"),
             ("PVPN_NODE", ""),
+            ("PVPN_SUBNET", "198.18.0.0/24"),
             ("PVPN_METRICS_ADDR", "  "),
         ])
         .unwrap();
@@ -289,7 +342,7 @@ mod tests {
         let path = dir.path().join("agent.toml");
         std::fs::write(
             &path,
-            "redis_url = \"redis://agent:secret@127.0.0.1:6379/\"\nregion = \"nl\"\nnode = \"nl-1\"\n",
+            "redis_url = \"redis://agent:secret@127.0.0.1:6379/\"\nregion = \"nl\"\nnode = \"nl-1\"\nsubnet = \"198.18.0.0/24\"\n",
         )
         .unwrap();
         let path_text = path.display().to_string();
@@ -315,7 +368,7 @@ mod tests {
         std::fs::write(
             &path,
             "redis_url = \"redis://file:6379/\"\nregion = \"de\"\nnode = \"de-1\"\n\
-             wg_interface = \"wgfile\"\nheartbeat_interval_secs = 5\n",
+             wg_interface = \"wgfile\"\nheartbeat_interval_secs = 5\nsubnet = \"198.18.0.0/24\"\n",
         )
         .unwrap();
         let path_text = path.display().to_string();

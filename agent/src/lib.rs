@@ -13,6 +13,8 @@
 //!   chunked application of changes.
 //! - [`consumer`]: consumer group, reads (pending first), acks, dead letters.
 //! - [`snapshot`]: the node's desired state, read atomically and parsed strictly.
+//! - [`policy`]: what the node agrees to apply (client host routes of its subnet, unique
+//!   addresses, a peer limit), whoever asks.
 //! - [`reconcile`]: snapshot vs. interface → the minimal list of changes.
 //! - [`agent`]: the loop: sessions, revision logic, acknowledgement rules.
 //! - [`report`]: heartbeats and per-peer stats on the feedback stream.
@@ -26,6 +28,7 @@ pub mod config;
 pub mod consumer;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod reconcile;
 pub mod redis_conn;
 pub mod report;

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 PVPN_CONFIG, same keys in lowercase without the PVPN_ prefix; the environment wins):
   REDIS_URL                      redis://[user:password@]host:port/ (required)
   PVPN_REGION, PVPN_NODE         this node's region code and name (required)
+  PVPN_SUBNET                    the node's client subnet, e.g. 10.66.0.0/22 (required)
+  PVPN_MAX_PEERS                 most peers on the interface (default 65536 userspace, 1048576 kernel)
   PVPN_WG_INTERFACE              WireGuard interface, must exist (default wg0)
   PVPN_WG_BACKEND                kernel | userspace (default kernel)
   PVPN_METRICS_ADDR              /healthz and /metrics (default 127.0.0.1:9101)

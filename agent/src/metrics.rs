@@ -25,6 +25,7 @@ pub struct Metrics {
     pub peers: Gauge,
     pub snapshot_missing: Gauge,
     pub snapshot_stale: Gauge,
+    pub snapshot_refused: Gauge,
     registry: Registry,
 }
 
@@ -44,6 +45,7 @@ impl Metrics {
             peers: Gauge::default(),
             snapshot_missing: Gauge::default(),
             snapshot_stale: Gauge::default(),
+            snapshot_refused: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -102,6 +104,11 @@ impl Metrics {
             "1 while the node's snapshot in Redis is older than what the interface holds, under \
              the same or an older epoch (Redis rolled back): not applied, waiting for the backend",
             m.snapshot_stale.clone(),
+        );
+        registry.register(
+            "snapshot_refused",
+            "1 while the node's snapshot breaks the node's rules and is not applied",
+            m.snapshot_refused.clone(),
         );
         Self { registry, ..m }
     }

@@ -27,6 +27,7 @@ fn an_invalid_value_stops_start_up_naming_the_key() {
         .env("REDIS_URL", "redis://127.0.0.1:1/")
         .env("PVPN_REGION", "nl")
         .env("PVPN_NODE", "nl-1")
+        .env("PVPN_SUBNET", SUBNET)
         .env("PVPN_WG_BACKEND", "netlink")
         .output()
         .unwrap();
@@ -50,6 +51,7 @@ async fn runs_from_the_environment_and_stops_on_sigterm() {
         .env("REDIS_URL", node.redis.url())
         .env("PVPN_REGION", REGION)
         .env("PVPN_NODE", NODE)
+        .env("PVPN_SUBNET", SUBNET)
         .env("PVPN_WG_INTERFACE", node.wg.name())
         .env("PVPN_WG_BACKEND", "userspace")
         .env("PVPN_METRICS_ADDR", format!("127.0.0.1:{port}"))
@@ -99,6 +101,7 @@ async fn logs_once_per_state_change_while_redis_is_down() {
         .env("REDIS_URL", node.redis.url())
         .env("PVPN_REGION", REGION)
         .env("PVPN_NODE", NODE)
+        .env("PVPN_SUBNET", SUBNET)
         .env("PVPN_WG_INTERFACE", node.wg.name())
         .env("PVPN_WG_BACKEND", "userspace")
         .env("PVPN_METRICS_ADDR", format!("127.0.0.1:{port}"))

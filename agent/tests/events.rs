@@ -31,7 +31,7 @@ async fn upsert_update_remove_reach_the_interface_and_are_acked() {
     let mut a2 = a.clone();
     a2.allowed_ips = vec![
         "198.19.7.7/32".parse().unwrap(),
-        "fd00:19::7/128".parse().unwrap(),
+        "198.19.7.8/32".parse().unwrap(),
     ];
     a2.preshared_key = None;
     a2.persistent_keepalive = Some(25);

@@ -189,6 +189,7 @@ pub async fn run() -> Result<()> {
         ("REDIS_URL", redis_url.clone()),
         ("PVPN_REGION", "local".to_string()),
         ("PVPN_NODE", "local-1".to_string()),
+        ("PVPN_SUBNET", subnet_text.clone()),
         ("PVPN_WG_INTERFACE", INTERFACE.to_string()),
         ("PVPN_WG_BACKEND", iface.backend().to_string()),
     ];

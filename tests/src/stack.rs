@@ -146,6 +146,7 @@ impl Stack {
             ("REDIS_URL", self.redis.url()),
             ("PVPN_REGION", site.region.to_string()),
             ("PVPN_NODE", site.node.to_string()),
+            ("PVPN_SUBNET", site.subnet.to_string()),
             ("PVPN_WG_INTERFACE", site.wg.name().to_string()),
             ("PVPN_WG_BACKEND", "userspace".to_string()),
             ("PVPN_METRICS_ADDR", free_local_addr()?),

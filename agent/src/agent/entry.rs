@@ -1,10 +1,14 @@
-//! One stream entry: decode, route by node and revision, apply, and acknowledge only once the
-//! interface holds the change (or the entry needs nothing from it).
+//! One stream entry: decode, route by node and revision, check against the node's rules
+//! ([`crate::policy`]), apply, and acknowledge only once the interface holds the change (or the
+//! entry needs nothing from it). An entry that breaks a rule is dead-lettered, never applied.
 
 use pvpn_common::wire::{ReconcileTrigger, StreamEvent};
 use redis::aio::MultiplexedConnection;
 
 use super::{NodeAgent, SessionError};
+
+/// Shortest time between two dead-letter warnings.
+const DEAD_LETTER_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::consumer::{Entry, EntryBody, is_stream_lost};
 use crate::wireguard::PeerChange;
 
@@ -46,7 +50,14 @@ impl NodeAgent {
                     .await?;
                 return self.ack(conn, &entry.id, false).await;
             }
-            StreamEvent::PeerUpsert { revision, peer, .. } => (revision, PeerChange::Upsert(peer)),
+            StreamEvent::PeerUpsert { revision, peer, .. } => {
+                if let Err(refusal) = self.policy.check_peer(&peer) {
+                    return self
+                        .dead_letter(conn, &entry.id, &payload, &refusal.to_string())
+                        .await;
+                }
+                (revision, PeerChange::Upsert(peer))
+            }
             StreamEvent::PeerRemove {
                 revision,
                 public_key,
@@ -68,14 +79,24 @@ impl NodeAgent {
         if revision > self.applied + 1 {
             // The snapshot is behind the stream, which the relay's atomic publish rules out;
             // the snapshot is the truth, the next reconcile will catch up.
-            tracing::warn!(
-                revision,
-                snapshot = self.applied,
-                "event ahead of the snapshot; skipped"
+            let reason = format!(
+                "revision {revision} is ahead of the node's snapshot at {}",
+                self.applied
             );
-            return self.ack(conn, &entry.id, false).await;
+            return self.dead_letter(conn, &entry.id, &payload, &reason).await;
         }
-        self.apply(vec![change]).await?;
+        if let PeerChange::Upsert(spec) = &change
+            && let Err(refusal) = self.book.check_upsert(spec, self.policy.max_peers)
+        {
+            return self
+                .dead_letter(conn, &entry.id, &payload, &refusal.to_string())
+                .await;
+        }
+        self.apply(vec![change.clone()]).await?;
+        match &change {
+            PeerChange::Upsert(spec) => self.book.insert(spec),
+            PeerChange::Remove(key) => self.book.remove(key),
+        }
         self.set_applied(revision);
         self.ack(conn, &entry.id, true).await
     }
@@ -101,17 +122,30 @@ impl NodeAgent {
     }
 
     async fn dead_letter(
-        &self,
+        &mut self,
         conn: &mut MultiplexedConnection,
         id: &str,
         payload: &[u8],
         reason: &str,
     ) -> Result<(), SessionError> {
-        tracing::warn!(
-            entry = id,
-            reason,
-            "malformed stream entry moved to the dead-letter stream"
-        );
+        // At most one warning per DEAD_LETTER_LOG_EVERY, with the count of those not logged: a
+        // flood of bad entries must not flood the log (every one is on the dead-letter stream).
+        let now = std::time::Instant::now();
+        if self
+            .dead_letter_logged
+            .is_none_or(|at| now.duration_since(at) >= DEAD_LETTER_LOG_EVERY)
+        {
+            tracing::warn!(
+                entry = id,
+                reason,
+                not_logged_since_last = self.dead_letters_unlogged,
+                "stream entry refused and moved to the dead-letter stream"
+            );
+            self.dead_letter_logged = Some(now);
+            self.dead_letters_unlogged = 0;
+        } else {
+            self.dead_letters_unlogged += 1;
+        }
         self.consumer.dead_letter(conn, id, payload, reason).await?;
         self.metrics.dead_letters.inc();
         Ok(())

@@ -20,6 +20,7 @@ mod entry;
 
 use crate::consumer::{Entry, ReadFrom, StreamConsumer, is_stream_lost};
 use crate::metrics::{Metrics, SharedStatus, lock};
+use crate::policy::{AddressBook, PeerPolicy};
 use crate::snapshot::{self, Position, SnapshotError};
 use crate::wireguard::{PeerChange, WgError, WireGuard, apply_in_chunks};
 use crate::{reconcile, redis_conn};
@@ -45,6 +46,9 @@ pub enum SessionError {
         snapshot: Position,
         applied: Position,
     },
+    /// The snapshot breaks the node's rules ([`crate::policy`]); nothing of it was applied.
+    #[error("snapshot refused, the interface keeps its peers: {0}")]
+    RefusedSnapshot(String),
     #[error(transparent)]
     WireGuard(#[from] WgError),
 }
@@ -57,6 +61,7 @@ impl SessionError {
             SessionError::SnapshotMissing(_) => "snapshot missing",
             SessionError::BadSnapshot(_) => "snapshot unreadable",
             SessionError::StaleSnapshot { .. } => "snapshot stale",
+            SessionError::RefusedSnapshot(_) => "snapshot refused",
             SessionError::WireGuard(_) => "interface failing",
         }
     }
@@ -84,6 +89,14 @@ pub struct NodeAgent {
     pub(crate) reconcile_interval: Duration,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) status: SharedStatus,
+    /// What the node agrees to put on its interface.
+    pub(crate) policy: PeerPolicy,
+    /// Which peer holds which address on the interface (after the last reconcile and the events
+    /// applied since).
+    pub(crate) book: AddressBook,
+    /// When a dead letter was last logged, and how many were not logged since.
+    dead_letter_logged: Option<Instant>,
+    dead_letters_unlogged: u64,
     /// The revision the interface holds; meaningful once a reconcile succeeded.
     applied: u64,
     /// The epoch of the snapshot the interface last took; `None` until a reconcile succeeded
@@ -119,6 +132,13 @@ impl NodeAgent {
             reconcile_interval: config.reconcile_interval,
             metrics,
             status,
+            policy: PeerPolicy {
+                subnet: config.subnet,
+                max_peers: config.max_peers,
+            },
+            book: AddressBook::default(),
+            dead_letter_logged: None,
+            dead_letters_unlogged: 0,
             applied: 0,
             applied_epoch: None,
             pending_reconcile: Some(ReconcileTrigger::Startup),
@@ -238,12 +258,31 @@ impl NodeAgent {
             }
         }
         self.metrics.snapshot_stale.set(0);
-        for problem in &snapshot.problems {
-            tracing::warn!(problem, "malformed snapshot entry left untouched");
+        if let Some(first) = snapshot.problems.first() {
+            // One line however many: a snapshot of 60,000 bad entries must not flood the log.
+            tracing::warn!(
+                count = snapshot.problems.len(),
+                first,
+                "malformed snapshot entries left untouched"
+            );
         }
+        if let Err(refusal) = self.policy.check_snapshot(&snapshot) {
+            self.metrics.snapshot_refused.set(1);
+            return Err(SessionError::RefusedSnapshot(refusal.to_string()));
+        }
+        self.metrics.snapshot_refused.set(0);
         let actual = blocking(&self.wg, |wg| wg.read_peers()).await?;
         let plan = reconcile::plan(&snapshot, &actual);
         self.apply(plan.changes).await?;
+        // What the interface holds now: the snapshot, plus the fenced-off peers left as they were.
+        self.book = AddressBook::of(
+            snapshot.peers.values().chain(
+                actual
+                    .iter()
+                    .map(|p| &p.spec)
+                    .filter(|s| snapshot.untouchable.contains(&s.public_key)),
+            ),
+        );
         self.set_applied(snapshot.revision);
         self.applied_epoch = Some(snapshot.epoch);
         let report = ReconcileReport {
@@ -304,7 +343,8 @@ impl NodeAgent {
             }
             SessionError::SnapshotMissing(_)
             | SessionError::BadSnapshot(_)
-            | SessionError::StaleSnapshot { .. } => {}
+            | SessionError::StaleSnapshot { .. }
+            | SessionError::RefusedSnapshot(_) => {}
         }
         let retry = self.backoff.fail(kind);
         if retry.is_news() {

@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const REGION: &str = "nl";
 pub const NODE: &str = "nl-1";
+/// The test node's client subnet: [`peer`] addresses are inside it.
+pub const SUBNET: &str = "198.19.0.0/16";
 /// Generous: a deadline for things that take milliseconds, not a timing assertion.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -35,12 +37,12 @@ pub fn keys() -> RegionKeys {
     RegionKeys::new(&RegionCode::new(REGION).unwrap())
 }
 
-/// A client peer with a fresh key, one /32 in 198.19.0.0/16 numbered by `n`, and a PSK.
+/// A client peer with a fresh key, one client address of [`SUBNET`] numbered by `n`, and a PSK.
 pub fn peer(n: u32) -> PeerSpec {
     PeerSpec {
         public_key: KeyPair::generate().public,
         allowed_ips: vec![
-            format!("198.19.{}.{}/32", n / 250, 1 + n % 250)
+            format!("198.19.{}.{}/32", n / 250, 2 + n % 250)
                 .parse()
                 .unwrap(),
         ],
@@ -79,6 +81,7 @@ impl Node {
             "REDIS_URL" => Some(url.clone()),
             "PVPN_REGION" => Some(REGION.into()),
             "PVPN_NODE" => Some(NODE.into()),
+            "PVPN_SUBNET" => Some(SUBNET.into()),
             "PVPN_WG_INTERFACE" => Some(iface.clone()),
             "PVPN_WG_BACKEND" => Some("userspace".into()),
             "PVPN_HEARTBEAT_INTERVAL_SECS" => Some("1".into()),
