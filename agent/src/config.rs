@@ -10,9 +10,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use pvpn_common::addressing::ClientSubnet;
 use pvpn_common::config_source::ConfigSource;
 pub use pvpn_common::config_source::{ConfigError, ConfigWarning};
-use pvpn_common::addressing::ClientSubnet;
 use pvpn_common::{NodeName, RegionCode};
 
 /// Which `wireguard-control` backend talks to the interface.

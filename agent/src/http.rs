@@ -26,6 +26,12 @@ pub fn router(metrics: Arc<Metrics>, status: SharedStatus) -> Router {
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let status = lock(&state.status).clone();
+    if status.standby {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "standby: another agent holds this node's lease\n".to_string(),
+        );
+    }
     match (status.ready, status.problem) {
         (_, Some(problem)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{problem}\n")),
         (false, None) => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string()),

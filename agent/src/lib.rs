@@ -17,7 +17,8 @@
 //!   addresses, a peer limit), whoever asks.
 //! - [`reconcile`]: snapshot vs. interface → the minimal list of changes.
 //! - [`agent`]: the loop: sessions, revision logic, acknowledgement rules.
-//! - [`report`]: heartbeats and per-peer stats on the feedback stream.
+//! - [`report`]: heartbeats and per-peer stats on the node's feedback stream; the node lease.
+//! - [`lease`]: one agent per node applies changes (a token key renewed without scripts).
 //! - [`http`] and [`metrics`]: `/healthz`, `/metrics`, shared status.
 //! - [`redis_conn`]: connections with the right timeouts.
 //!
@@ -27,6 +28,7 @@ pub mod agent;
 pub mod config;
 pub mod consumer;
 pub mod http;
+pub mod lease;
 pub mod metrics;
 pub mod policy;
 pub mod reconcile;
@@ -39,6 +41,7 @@ use std::sync::Arc;
 
 pub use config::{Config, ConfigError, WgBackend};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::NodeAgent;
@@ -104,10 +107,14 @@ pub async fn serve(
         }
     });
 
+    let keys = pvpn_common::redis_keys::RegionKeys::new(&config.region);
+    let (lease_holder, lease_rx) = watch::channel(false);
     let reporter = Reporter {
+        lease: lease::Lease::new(keys.node_lease(&config.node), config.heartbeat_interval * 3),
+        lease_holder,
         wg: Arc::clone(&wg),
         node: config.node.clone(),
-        keys: pvpn_common::redis_keys::RegionKeys::new(&config.region),
+        keys,
         redis_url: config.redis_url.clone(),
         heartbeat_interval: config.heartbeat_interval,
         stats_interval: config.stats_interval,
@@ -116,7 +123,7 @@ pub async fn serve(
     };
     let report_task = tokio::spawn(reporter.run(stop.clone()));
 
-    let mut node_agent = NodeAgent::new(wg, &config, metrics, status);
+    let mut node_agent = NodeAgent::new(wg, &config, metrics, status, lease_rx);
     agent_loop(&mut node_agent, &stop).await;
     stop.cancel();
     let _ = report_task.await;
@@ -129,6 +136,9 @@ pub async fn serve(
 /// notices shutdown between entries, so the entry being applied is finished first.
 async fn agent_loop(agent: &mut NodeAgent, stop: &CancellationToken) {
     while !stop.is_cancelled() {
+        if !agent.wait_for_lease(stop).await {
+            break;
+        }
         let Err(error) = agent.session(stop).await else {
             break;
         };

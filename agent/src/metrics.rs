@@ -26,6 +26,7 @@ pub struct Metrics {
     pub snapshot_missing: Gauge,
     pub snapshot_stale: Gauge,
     pub snapshot_refused: Gauge,
+    pub lease_held: Gauge,
     registry: Registry,
 }
 
@@ -46,6 +47,7 @@ impl Metrics {
             snapshot_missing: Gauge::default(),
             snapshot_stale: Gauge::default(),
             snapshot_refused: Gauge::default(),
+            lease_held: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -110,6 +112,11 @@ impl Metrics {
             "1 while the node's snapshot breaks the node's rules and is not applied",
             m.snapshot_refused.clone(),
         );
+        registry.register(
+            "lease_held",
+            "1 while this agent holds the node lease; 0 while another agent does (standby)",
+            m.lease_held.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -156,6 +163,8 @@ pub struct Status {
     pub problem: Option<String>,
     /// Set once the first reconcile finished.
     pub ready: bool,
+    /// Another agent holds the node lease: this one applies nothing.
+    pub standby: bool,
 }
 
 pub type SharedStatus = Arc<Mutex<Status>>;

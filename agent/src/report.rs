@@ -3,7 +3,8 @@
 //!
 //! Counters are the interface's raw cumulative values; the backend turns them into usage by
 //! adding the difference, or the whole value when a counter went down (interface recreated).
-//! Reporting never blocks the apply loop: it has its own connection and its own task.
+//! Reporting never blocks the apply loop: it has its own connection and its own task. The same
+//! task keeps the node lease ([`crate::lease`]); an agent without it sends no report.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -12,9 +13,11 @@ use pvpn_common::NodeName;
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{EVENT_FIELD, Feedback, Heartbeat, PeerStats};
 use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{blocking, unix_now};
+use crate::lease::Lease;
 use crate::metrics::{Metrics, SharedStatus, lock};
 use crate::redis_conn;
 use crate::wireguard::{InterfacePeer, WireGuard};
@@ -31,20 +34,30 @@ pub struct Reporter {
     pub stats_interval: Duration,
     pub metrics: Arc<Metrics>,
     pub status: SharedStatus,
+    /// The node lease, refreshed at every tick; only its holder reports.
+    pub lease: Lease,
+    /// Tells the apply loop whether this agent holds the lease.
+    pub lease_holder: watch::Sender<bool>,
 }
 
 impl Reporter {
     /// Reports until shutdown. Failures are counted and logged at debug level: the apply loop
     /// already logs Redis state changes, and the next tick simply tries again.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut ticker = tokio::time::interval(self.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_stats = Instant::now() + self.stats_interval;
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    self.release_lease(&mut conn).await;
+                    return;
+                }
                 _ = ticker.tick() => {}
+            }
+            if !self.refresh_lease(&mut conn).await {
+                continue;
             }
             let peers = match blocking(&self.wg, |wg| wg.read_peers()).await {
                 Ok(peers) => Some(peers),
@@ -62,6 +75,53 @@ impl Reporter {
                 tracing::debug!(error = %e, "report not sent");
                 conn = None;
             }
+        }
+    }
+
+    /// Refreshes the lease and tells the loop; returns whether this agent holds it.
+    async fn refresh_lease(&mut self, conn: &mut Option<MultiplexedConnection>) -> bool {
+        let refreshed = match conn {
+            Some(c) => self.lease.refresh(c).await,
+            None => match redis_conn::commands(&self.redis_url).await {
+                Ok(mut c) => {
+                    let r = self.lease.refresh(&mut c).await;
+                    *conn = Some(c);
+                    r
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = &refreshed {
+            self.metrics.redis_errors.inc();
+            tracing::debug!(error = %e, "lease not refreshed");
+            *conn = None;
+        }
+        let held = self.lease.held();
+        let was = *self.lease_holder.borrow();
+        if held != was {
+            if held {
+                tracing::info!(node = %self.node, "holding the node lease: applying changes");
+            } else {
+                tracing::warn!(
+                    node = %self.node,
+                    "another agent holds this node's lease: standing by, applying nothing"
+                );
+            }
+            let _ = self.lease_holder.send(held);
+        }
+        self.metrics.lease_held.set(i64::from(held));
+        lock(&self.status).standby = !held;
+        held
+    }
+
+    async fn release_lease(&mut self, conn: &mut Option<MultiplexedConnection>) {
+        if !self.lease.held() {
+            return;
+        }
+        if let Some(c) = conn.as_mut()
+            && let Err(e) = self.lease.release(c).await
+        {
+            tracing::debug!(error = %e, "lease not released; it runs out by itself");
         }
     }
 

@@ -14,6 +14,7 @@ use pvpn_common::backoff::Backoff;
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{ReconcileReport, ReconcileTrigger};
 use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 mod entry;
@@ -51,6 +52,9 @@ pub enum SessionError {
     RefusedSnapshot(String),
     #[error(transparent)]
     WireGuard(#[from] WgError),
+    /// Another agent took the node lease: this one stops applying.
+    #[error("another agent holds this node's lease")]
+    Standby,
 }
 
 impl SessionError {
@@ -63,6 +67,7 @@ impl SessionError {
             SessionError::StaleSnapshot { .. } => "snapshot stale",
             SessionError::RefusedSnapshot(_) => "snapshot refused",
             SessionError::WireGuard(_) => "interface failing",
+            SessionError::Standby => "standby",
         }
     }
 }
@@ -94,6 +99,8 @@ pub struct NodeAgent {
     /// Which peer holds which address on the interface (after the last reconcile and the events
     /// applied since).
     pub(crate) book: AddressBook,
+    /// Whether this agent holds the node lease (kept by the reporter).
+    lease: watch::Receiver<bool>,
     /// When a dead letter was last logged, and how many were not logged since.
     dead_letter_logged: Option<Instant>,
     dead_letters_unlogged: u64,
@@ -115,6 +122,7 @@ impl NodeAgent {
         config: &crate::Config,
         metrics: Arc<Metrics>,
         status: SharedStatus,
+        lease: watch::Receiver<bool>,
     ) -> Self {
         let keys = RegionKeys::new(&config.region);
         let consumer = StreamConsumer::new(
@@ -137,6 +145,7 @@ impl NodeAgent {
                 max_peers: config.max_peers,
             },
             book: AddressBook::default(),
+            lease,
             dead_letter_logged: None,
             dead_letters_unlogged: 0,
             applied: 0,
@@ -145,6 +154,21 @@ impl NodeAgent {
             next_periodic: Instant::now() + config.reconcile_interval,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
         }
+    }
+
+    /// Waits until this agent holds the node lease; false if shutdown came first.
+    pub async fn wait_for_lease(&mut self, shutdown: &CancellationToken) -> bool {
+        while !*self.lease.borrow_and_update() {
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                changed = self.lease.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+        !shutdown.is_cancelled()
     }
 
     /// Runs one session until shutdown (`Ok`) or an error.
@@ -175,6 +199,12 @@ impl NodeAgent {
         while !shutdown.is_cancelled() {
             let read = tokio::select! {
                 () = shutdown.cancelled() => break,
+                changed = self.lease.changed() => {
+                    if changed.is_err() || !*self.lease.borrow() {
+                        return Err(SessionError::Standby);
+                    }
+                    continue;
+                }
                 read = self.consumer.read(&mut reader, ReadFrom::New { block }) => read,
             };
             match read {
@@ -317,6 +347,9 @@ impl NodeAgent {
         if changes.is_empty() {
             return Ok(());
         }
+        if !*self.lease.borrow() {
+            return Err(SessionError::Standby);
+        }
         let started = Instant::now();
         let result = blocking(&self.wg, move |wg| apply_in_chunks(wg, &changes)).await;
         self.metrics
@@ -340,6 +373,12 @@ impl NodeAgent {
             SessionError::WireGuard(_) => {
                 self.pending_reconcile
                     .get_or_insert(ReconcileTrigger::InterfaceRecovered);
+            }
+            SessionError::Standby => {
+                // Whatever happens while another agent holds the lease, the interface must be
+                // made to match the snapshot again once this agent takes over.
+                self.pending_reconcile
+                    .get_or_insert(ReconcileTrigger::Startup);
             }
             SessionError::SnapshotMissing(_)
             | SessionError::BadSnapshot(_)
