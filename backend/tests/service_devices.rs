@@ -168,6 +168,18 @@ async fn refusals_have_distinct_errors() {
             .unwrap_err(),
         ServiceError::InvalidInput(_)
     ));
+    // Names that would show something else than they are: refused with the reason, no device.
+    for (name, says) in [
+        ("phone\u{202E}gpj.exe", "direction"),
+        ("ad\u{200B}min", "invisible"),
+        ("two\nlines", "control"),
+    ] {
+        match s.grant_device(1, &"nl".parse().unwrap(), Some(name)).await {
+            Err(ServiceError::InvalidInput(why)) => assert!(why.contains(says), "{why}"),
+            other => panic!("{name:?} was not refused: {other:?}"),
+        }
+    }
+    assert!(s.list_devices(1).await.unwrap().is_empty());
     // A /30 holds exactly one client, whatever the configured capacity says.
     s.grant_device(1, &region("nl"), None).await.unwrap();
     assert_eq!(

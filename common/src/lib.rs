@@ -28,5 +28,5 @@ pub mod redis_keys;
 pub mod wire;
 
 pub use keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
-pub use names::{NameError, NodeName, RegionCode};
+pub use names::{DeviceName, DeviceNameError, NameError, NodeName, RegionCode};
 pub use peer::PeerSpec;

@@ -1,7 +1,10 @@
-//! Validated region codes and node names.
+//! Validated names: region codes and node names, and the device names users type.
 //!
-//! Both end up inside Redis key names, consumer group names, file names and Telegram callback
-//! payloads, so they are restricted to lowercase ASCII letters, digits and inner hyphens.
+//! Region codes and node names end up inside Redis key names, consumer group names, file names and
+//! Telegram callback payloads, so they are restricted to lowercase ASCII letters, digits and inner
+//! hyphens. Device names are free text users type (any script, emoji), shown back to them and to
+//! admins, so [`DeviceName`] refuses only what can make a shown name lie: control characters,
+//! bidirectional overrides and invisible zero-width characters.
 
 use std::fmt;
 use std::str::FromStr;
@@ -125,6 +128,65 @@ validated_name!(
     "node name"
 );
 
+/// Longest device name, in characters (the database allows 32).
+pub const MAX_DEVICE_NAME_CHARS: usize = 32;
+
+/// Why a typed device name is refused. The messages are shown to users.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceNameError {
+    #[error("a device name has 1 to {MAX_DEVICE_NAME_CHARS} characters")]
+    Length,
+    #[error("a device name cannot contain control characters or line breaks (found U+{0:04X})")]
+    Control(u32),
+    #[error(
+        "a device name cannot contain characters that reverse the text direction (found U+{0:04X})"
+    )]
+    Bidi(u32),
+    #[error("a device name cannot contain invisible characters (found U+{0:04X})")]
+    Invisible(u32),
+}
+
+/// A device name as a user typed it, trimmed and checked: the one owner of the rules for the
+/// bot's name prompt and the service's grant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceName(String);
+
+impl DeviceName {
+    pub fn new(typed: &str) -> Result<Self, DeviceNameError> {
+        let name = typed.trim();
+        let count = name.chars().count();
+        if count == 0 || count > MAX_DEVICE_NAME_CHARS {
+            return Err(DeviceNameError::Length);
+        }
+        for c in name.chars() {
+            let code = u32::from(c);
+            if c.is_control() {
+                return Err(DeviceNameError::Control(code));
+            }
+            // Embedding/override (U+202A-202E), isolates (U+2066-2069), and the direction
+            // marks (U+200E, U+200F, U+061C) that do the same more quietly.
+            if matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+            {
+                return Err(DeviceNameError::Bidi(code));
+            }
+            if matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}') {
+                return Err(DeviceNameError::Invisible(code));
+            }
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +225,67 @@ mod tests {
         let ok: RegionCode = serde_json::from_str("\"de\"").unwrap();
         assert_eq!(ok.as_str(), "de");
         assert!(serde_json::from_str::<RegionCode>("\"DE\"").is_err());
+    }
+
+    #[test]
+    fn device_names_accept_text_in_any_script() {
+        for ok in [
+            "Phone",
+            "  laptop 2  ",
+            "Телефон мамы",
+            "📱 iPhone",
+            "عربى",
+            "家のPC",
+        ] {
+            let name = DeviceName::new(ok).unwrap();
+            assert_eq!(name.as_str(), ok.trim());
+        }
+        assert!(DeviceName::new(&"x".repeat(32)).is_ok());
+        assert!(
+            DeviceName::new(&"ж".repeat(32)).is_ok(),
+            "characters, not bytes"
+        );
+    }
+
+    #[test]
+    fn device_names_refuse_each_class_with_a_clear_message() {
+        assert_eq!(DeviceName::new(""), Err(DeviceNameError::Length));
+        assert_eq!(DeviceName::new("   "), Err(DeviceNameError::Length));
+        assert_eq!(
+            DeviceName::new(&"x".repeat(33)),
+            Err(DeviceNameError::Length)
+        );
+        for c in ['\n', '\r', '\t', '\0', '\u{7F}', '\u{85}', '\u{9B}'] {
+            assert_eq!(
+                DeviceName::new(&format!("a{c}b")),
+                Err(DeviceNameError::Control(u32::from(c))),
+                "{:04X}",
+                u32::from(c)
+            );
+        }
+        for code in (0x202A..=0x202E)
+            .chain(0x2066..=0x2069)
+            .chain([0x200E, 0x200F, 0x061C])
+        {
+            let c = char::from_u32(code).unwrap();
+            assert_eq!(
+                DeviceName::new(&format!("phone{c}gpj.exe")),
+                Err(DeviceNameError::Bidi(code)),
+                "{code:04X}"
+            );
+        }
+        for code in [0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF] {
+            let c = char::from_u32(code).unwrap();
+            assert_eq!(
+                DeviceName::new(&format!("ad{c}min")),
+                Err(DeviceNameError::Invisible(code)),
+                "{code:04X}"
+            );
+        }
+        let shown = DeviceName::new("a\u{202E}b").unwrap_err().to_string();
+        assert!(
+            shown.contains("U+202E") && shown.contains("direction"),
+            "{shown}"
+        );
     }
 }

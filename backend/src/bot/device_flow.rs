@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pvpn_common::RegionCode;
+use pvpn_common::{DeviceName, RegionCode};
 use teloxide::prelude::*;
 use teloxide::types::MessageId;
 
@@ -13,9 +13,6 @@ use super::texts::Texts;
 use super::user::{language_of, telegram_id};
 use super::{BotContext, ChatDialogue, HandlerResult, State, TgBot, keyboards};
 use crate::service::{RegionStatus, RegionView, ServiceError, UserStatus};
-
-/// Longest device name, in characters (the schema's bound).
-const MAX_DEVICE_NAME: usize = 32;
 
 /// Tells the user why the service refused, with the menu to go on from.
 pub(super) async fn refuse(
@@ -134,14 +131,15 @@ pub(super) async fn receive_name(
         return Ok(());
     };
     let t = Texts::new(language_of(&ctx, Some(from)).await);
-    let name = msg.text().map(str::trim).unwrap_or("");
-    let valid = !name.is_empty()
-        && name.chars().count() <= MAX_DEVICE_NAME
-        && !name.chars().any(char::is_control);
-    if !valid {
-        bot.send_message(msg.chat.id, t.bad_device_name()).await?;
-        return Ok(());
-    }
+    let name = match DeviceName::new(msg.text().unwrap_or("")) {
+        Ok(name) => name,
+        Err(why) => {
+            bot.send_message(msg.chat.id, t.bad_device_name(&why))
+                .await?;
+            return Ok(());
+        }
+    };
+    let name = name.as_str();
     grant(
         &bot,
         &ctx,

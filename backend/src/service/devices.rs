@@ -10,6 +10,7 @@
 use std::net::Ipv4Addr;
 
 use chrono::Utc;
+use pvpn_common::DeviceName;
 use pvpn_common::keys::KeyPair;
 use pvpn_common::{NodeName, PeerSpec, PresharedKey, PublicKey, RegionCode};
 use sqlx::PgConnection;
@@ -22,24 +23,14 @@ use crate::db::nodes::NodeRow;
 use crate::db::users::UserRow;
 use crate::metrics::label;
 
-/// Longest device name, in characters (the schema allows 32).
-pub const MAX_DEVICE_NAME: usize = 32;
-
+/// The typed name checked by its owner, `pvpn_common::DeviceName`, or `device-<n>` without one.
 fn clean_device_name(name: Option<&str>, active: u32) -> Result<String, ServiceError> {
-    let Some(name) = name.map(str::trim) else {
+    let Some(name) = name else {
         return Ok(format!("device-{}", active + 1));
     };
-    if name.is_empty() || name.chars().count() > MAX_DEVICE_NAME {
-        return Err(ServiceError::InvalidInput(format!(
-            "a device name has 1 to {MAX_DEVICE_NAME} characters"
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(ServiceError::InvalidInput(
-            "a device name cannot contain control characters".into(),
-        ));
-    }
-    Ok(name.to_string())
+    DeviceName::new(name)
+        .map(|n| n.as_str().to_string())
+        .map_err(|e| ServiceError::InvalidInput(e.to_string()))
 }
 
 /// How many clients a node can take: its configured capacity, bounded by its subnet's client

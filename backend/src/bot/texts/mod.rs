@@ -4,6 +4,7 @@
 //! Texts are plain (no Telegram markup), so names users typed need no escaping.
 
 use chrono::{DateTime, Utc};
+use pvpn_common::DeviceNameError;
 
 use crate::service::{DeviceView, Language, RegionView};
 
@@ -152,11 +153,30 @@ impl Texts {
         self.pick("Skip", "Пропустить")
     }
 
-    pub fn bad_device_name(&self) -> String {
-        self.pick(
-            "A device name has 1 to 32 characters, without line breaks. Send another name, or press “Skip”.",
-            "Название устройства — от 1 до 32 символов, без переносов строк. Отправьте другое название или нажмите «Пропустить».",
-        )
+    pub fn bad_device_name(&self, why: &DeviceNameError) -> String {
+        let reason = match why {
+            DeviceNameError::Length => self.pick(
+                "A device name has 1 to 32 characters.",
+                "Название устройства — от 1 до 32 символов.",
+            ),
+            DeviceNameError::Control(_) => self.pick(
+                "A device name cannot contain line breaks or other control characters.",
+                "Название устройства не может содержать переносы строк и другие управляющие символы.",
+            ),
+            DeviceNameError::Bidi(_) => self.pick(
+                "A device name cannot contain characters that change the text direction.",
+                "Название устройства не может содержать символы, меняющие направление текста.",
+            ),
+            DeviceNameError::Invisible(_) => self.pick(
+                "A device name cannot contain invisible characters.",
+                "Название устройства не может содержать невидимые символы.",
+            ),
+        };
+        let next = self.pick(
+            "Send another name, or press “Skip”.",
+            "Отправьте другое название или нажмите «Пропустить».",
+        );
+        format!("{reason} {next}")
     }
 
     pub fn config_caption(&self, device: &DeviceView) -> String {
