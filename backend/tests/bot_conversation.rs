@@ -40,6 +40,15 @@ async fn start_to_config_in_one_conversation() {
     assert!(ask_name.text().starts_with("Region: Netherlands."));
     assert!(ask_name.button_data("Skip").is_some());
 
+    // A name that would display reversed is refused with the reason; the prompt stays open.
+    env.api
+        .send_text(&ann, "My Phone\u{202E}gpj.exe")
+        .expect("name");
+    let refused = env.api.next_message(ann.id, WAIT).await.expect("refusal");
+    assert_eq!(
+        refused.text(),
+        "A device name cannot contain characters that change the text direction. Send another name, or press “Skip”."
+    );
     env.api.send_text(&ann, "My Phone").expect("name");
     let doc = env.api.next_message(ann.id, WAIT).await.expect("document");
     let file = doc.document().expect("a .conf document").clone();
