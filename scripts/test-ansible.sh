@@ -127,6 +127,8 @@ pg_port=$(free_port)
 redis_backend_password=$(random_secret)
 redis_nl_password=$(random_secret)
 redis_de_password=$(random_secret)
+# nl-2 is the host scripts/test-ansible-adopt.sh adds to the inventory later.
+redis_nl2_password=$(random_secret)
 cat >"$work/inventory.yml" <<EOF
 all:
   vars:
@@ -144,7 +146,7 @@ all:
     pvpn_postgres_listen_addresses: [127.0.0.1]
     pvpn_backend_database_port: 5432
     pvpn_redis_backend_password: $redis_backend_password
-    pvpn_redis_node_passwords: {nl-1: $redis_nl_password, de-1: $redis_de_password}
+    pvpn_redis_node_passwords: {nl-1: $redis_nl_password, de-1: $redis_de_password, nl-2: $redis_nl2_password}
     pvpn_redis_host: 127.0.0.1
     # No init runs in a chroot: nothing is started, but the database is this machine's.
     pvpn_backend_database_online: true
