@@ -9,7 +9,7 @@ use pvpn_common::PublicKey;
 use serde::Deserialize;
 
 use super::{Location, Problem};
-use crate::service::devices::MAX_DEVICE_NAME;
+use pvpn_common::DeviceName;
 
 /// One peer's owner, and where in the mapping it was said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,15 +137,7 @@ fn entry(
         ));
     }
     if let Some(name) = &device_name {
-        let chars = name.trim().chars().count();
-        if chars == 0 || chars > MAX_DEVICE_NAME {
-            return Err(format!(
-                "device name {name:?} must have 1 to {MAX_DEVICE_NAME} characters"
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err("a device name cannot contain control characters".into());
-        }
+        DeviceName::new(name).map_err(|e| format!("device name {name:?}: {e}"))?;
     }
     Ok(MappingEntry {
         at,
