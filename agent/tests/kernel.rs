@@ -79,10 +79,9 @@ fn the_agent_keeps_a_kernel_interface_in_sync() {
     relay.upsert(&a);
     node.wait_for_peers("wg1", &relay.peers);
     let mut a2 = a.clone();
-    a2.allowed_ips = vec![
-        "198.19.7.7/32".parse().unwrap(),
-        "fd00:19::7/128".parse().unwrap(),
-    ];
+    // A peer moves to another address of the subnet (the agent accepts only one /32 client
+    // address per peer, see `agent::policy`).
+    a2.allowed_ips = vec!["198.19.7.7/32".parse().unwrap()];
     a2.preshared_key = None;
     a2.persistent_keepalive = Some(25);
     relay.upsert(&a2);
@@ -121,8 +120,10 @@ fn the_agent_keeps_a_kernel_interface_in_sync() {
     node.wait_until("every entry to be acknowledged", || {
         (node.pending() == 0).then_some(())
     });
-    let dead: redis::streams::StreamRangeReply =
-        node.conn().xrange_all(keys().dead_letter()).unwrap();
+    let dead: redis::streams::StreamRangeReply = node
+        .conn()
+        .xrange_all(keys().node_dead_letter(&support::node()))
+        .unwrap();
     assert_eq!(dead.ids.len(), 1, "{dead:?}");
     let id: String = dead.ids[0].get(DEAD_LETTER_ID_FIELD).unwrap();
     let reason: String = dead.ids[0].get(DEAD_LETTER_REASON_FIELD).unwrap();
@@ -317,8 +318,8 @@ fn tens_of_thousands_of_peers_go_through_netlink() {
         .map(|(i, p)| {
             let mut p = p.clone();
             if i < 5_000 {
-                p.allowed_ips
-                    .push(format!("fd00:19::{:x}/128", i + 1).parse().unwrap());
+                // Each of these 5,000 moves to an address no other peer holds.
+                p.allowed_ips = peer(20_000 + i as u32).allowed_ips;
             }
             (p.public_key, p)
         })

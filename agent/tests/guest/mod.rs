@@ -17,7 +17,7 @@ use pvpn_testkit::redis_server::RedisServer;
 use pvpn_testkit::vm::{DebianGuest, GuestNetwork};
 use redis::Commands;
 
-use crate::support::{NODE, REGION, Relay, keys, node, same};
+use crate::support::{NODE, REGION, Relay, SUBNET, keys, node, same};
 
 const AGENT_BIN: &str = env!("CARGO_BIN_EXE_pvpn-agent");
 /// Where the agent serves `/healthz` and `/metrics` inside the guest.
@@ -146,6 +146,7 @@ impl GuestNode {
             ("REDIS_URL", self.redis.network_url()),
             ("PVPN_REGION", REGION.to_string()),
             ("PVPN_NODE", NODE.to_string()),
+            ("PVPN_SUBNET", SUBNET.to_string()),
             ("PVPN_WG_INTERFACE", iface.to_string()),
             ("PVPN_WG_BACKEND", "kernel".to_string()),
             ("PVPN_METRICS_ADDR", format!("127.0.0.1:{AGENT_HTTP_PORT}")),
