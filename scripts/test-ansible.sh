@@ -56,6 +56,8 @@ ansible-lint --profile production --nocolor || fail "ansible-lint found problems
 # A pristine Debian 12 root, built once per machine (shared with the QEMU guest image).
 pristine_tar=$("$repo/scripts/debootstrap-root.sh") || fail "no pristine Debian 12 root (see above)"
 mkdir -p "$deb_cache"
+# The package cache is shared with other runs on this machine: writes to it hold this lock.
+exec 9>"$cache/lock"
 
 # ---------------------------------------------------------------------------------------------
 # Three targets: a backend host and one node in each of two regions.
