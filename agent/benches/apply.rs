@@ -10,7 +10,8 @@
 //! Run: `cargo bench -p pvpn-agent --bench apply` (as root; wireguard-go, wg and ip installed).
 //! Optional argument: sizes, e.g. `cargo bench -p pvpn-agent --bench apply -- 1000 5000`.
 
-use std::fmt::Write as _;
+mod shared;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use pvpn_agent::wireguard::{WireGuard, apply_in_chunks};
 use pvpn_common::keys::KeyPair;
 use pvpn_common::{PeerSpec, PresharedKey, PrivateKey};
 use pvpn_testkit::netns::{Netns, WgInterface};
+use shared::{conf, snapshot};
 
 const RUNS: usize = 3;
 
@@ -36,28 +38,6 @@ fn spec(n: u32) -> PeerSpec {
         preshared_key: Some(PresharedKey::generate()),
         persistent_keepalive: None,
     }
-}
-
-fn snapshot(peers: &[PeerSpec]) -> Snapshot {
-    Snapshot {
-        revision: 1,
-        peers: peers.iter().map(|p| (p.public_key, p.clone())).collect(),
-        ..Snapshot::default()
-    }
-}
-
-/// A `wg setconf` file with only peers (the interface keeps its key and port).
-fn conf(key: &PrivateKey, peers: &[PeerSpec]) -> String {
-    let mut out = format!("[Interface]\nPrivateKey = {}\n", key.to_base64());
-    for p in peers {
-        let ips: Vec<String> = p.allowed_ips.iter().map(ToString::to_string).collect();
-        let _ = write!(out, "\n[Peer]\nPublicKey = {}\n", p.public_key);
-        if let Some(psk) = &p.preshared_key {
-            let _ = writeln!(out, "PresharedKey = {}", psk.to_base64());
-        }
-        let _ = writeln!(out, "AllowedIPs = {}", ips.join(","));
-    }
-    out
 }
 
 fn wg(args: &[&str]) {
