@@ -16,14 +16,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pvpn_agent::WgBackend;
-use pvpn_agent::reconcile::plan;
 use pvpn_agent::snapshot::Snapshot;
+use pvpn_agent::wireguard::WireGuard;
 use pvpn_agent::wireguard::control::ControlWireGuard;
-use pvpn_agent::wireguard::{WireGuard, apply_in_chunks};
 use pvpn_common::keys::KeyPair;
 use pvpn_common::{PeerSpec, PresharedKey, PrivateKey};
 use pvpn_testkit::netns::{Netns, WgInterface};
-use shared::{conf, snapshot};
+use shared::{conf, snapshot, timed_reconcile};
 
 const RUNS: usize = 3;
 
@@ -87,13 +86,7 @@ fn measure(ns: &Netns, size: usize, dir: &std::path::Path) -> Row {
             WgInterface::start(ns, &name, &key, 51900 + run as u16 * 2, "198.19.255.254/16")
                 .expect("wireguard-go");
         let control = ControlWireGuard::new(&name, WgBackend::Userspace).expect("iface");
-        let reconcile = |snap: &Snapshot| {
-            let t = Instant::now();
-            let actual = control.read_peers().expect("read");
-            let p = plan(snap, &actual);
-            apply_in_chunks(&control, &p.changes).expect("apply");
-            (t.elapsed(), p)
-        };
+        let reconcile = |snap: &Snapshot| timed_reconcile(&control, snap);
         let (d, p) = reconcile(&snapshot(&peers));
         assert_eq!(p.added as usize, size);
         ae.push(d);

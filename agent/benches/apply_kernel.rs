@@ -18,13 +18,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pvpn_agent::WgBackend;
-use pvpn_agent::reconcile::plan;
 use pvpn_agent::snapshot::Snapshot;
+use pvpn_agent::wireguard::WireGuard;
 use pvpn_agent::wireguard::control::ControlWireGuard;
-use pvpn_agent::wireguard::{WireGuard, apply_in_chunks};
 use pvpn_common::keys::KeyPair;
 use pvpn_common::{PeerSpec, PresharedKey, PrivateKey};
-use shared::{conf, snapshot};
+use shared::{conf, snapshot, timed_reconcile};
 
 const GUEST_BIN: &str = "/usr/local/bin/pvpn-bench-kernel";
 
@@ -97,13 +96,7 @@ fn measure(size: usize) -> String {
         "ip link add {agent_if} type wireguard && ip link add {wg_if} type wireguard"
     ));
     let control = ControlWireGuard::new(&agent_if, WgBackend::Kernel).expect("iface");
-    let reconcile = |snap: &Snapshot| {
-        let t = Instant::now();
-        let actual = control.read_peers().expect("read");
-        let p = plan(snap, &actual);
-        apply_in_chunks(&control, &p.changes).expect("apply");
-        (t.elapsed(), p)
-    };
+    let reconcile = |snap: &Snapshot| timed_reconcile(&control, snap);
     let (agent_empty, p) = reconcile(&snapshot(&peers));
     assert_eq!(p.added as usize, size);
     let t = Instant::now();

@@ -2,8 +2,12 @@
 //! runs from, so the agent and `wg` are given the same peers in the same form.
 
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
+use pvpn_agent::reconcile::{Plan, plan};
 use pvpn_agent::snapshot::Snapshot;
+use pvpn_agent::wireguard::control::ControlWireGuard;
+use pvpn_agent::wireguard::{WireGuard, apply_in_chunks};
 use pvpn_common::{PeerSpec, PrivateKey};
 
 /// A snapshot at revision 1 holding exactly `peers`.
@@ -27,4 +31,13 @@ pub fn conf(key: &PrivateKey, peers: &[PeerSpec]) -> String {
         let _ = writeln!(out, "AllowedIPs = {}", ips.join(","));
     }
     out
+}
+
+/// The agent's reconcile as it runs on a node (read the interface, plan, chunked apply), timed.
+pub fn timed_reconcile(control: &ControlWireGuard, snap: &Snapshot) -> (Duration, Plan) {
+    let t = Instant::now();
+    let actual = control.read_peers().expect("read");
+    let p = plan(snap, &actual);
+    apply_in_chunks(control, &p.changes).expect("apply");
+    (t.elapsed(), p)
 }
