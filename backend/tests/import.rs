@@ -6,12 +6,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use pvpn_common::PresharedKey;
 use pvpn_common::keys::KeyPair;
 use serde_json::Value;
 use sqlx::PgPool;
+use support::pvpnctl_bin::{fails, ok};
 use support::*;
 
 /// One peer of the "old server".
@@ -70,32 +70,6 @@ impl Drop for Files {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn ctl(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pvpnctl"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env_remove("PVPN_CONFIG")
-        .env("USER", "tester")
-        .output()
-        .expect("pvpnctl runs")
-}
-
-fn ok(url: &str, args: &[&str]) -> String {
-    let out = ctl(url, args);
-    assert!(
-        out.status.success(),
-        "pvpnctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn fails(url: &str, args: &[&str]) -> String {
-    let out = ctl(url, args);
-    assert!(!out.status.success(), "pvpnctl {args:?} should fail");
-    String::from_utf8(out.stderr).expect("utf-8")
 }
 
 fn import_json(url: &str, args: &[&str]) -> Value {

@@ -3,39 +3,12 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use pvpn_common::keys::KeyPair;
 use serde_json::Value;
+use support::pvpnctl_bin::{ctl, fails, ok};
 use support::*;
-
-fn ctl(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pvpnctl"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env_remove("PVPN_CONFIG")
-        .env("USER", "tester")
-        .output()
-        .expect("pvpnctl runs")
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn ok(url: &str, args: &[&str]) -> String {
-    let out = ctl(url, args);
-    assert!(
-        out.status.success(),
-        "pvpnctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn fails(url: &str, args: &[&str]) -> String {
-    let out = ctl(url, args);
-    assert!(!out.status.success(), "pvpnctl {args:?} should fail");
-    String::from_utf8(out.stderr).expect("utf-8 output")
-}
 
 fn json(url: &str, args: &[&str]) -> Value {
     let mut all = args.to_vec();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod pvpnctl_bin;
 pub mod redis_side;
 
 use pvpn_backend::db;
