@@ -203,6 +203,7 @@ fn client_session_survives_restart<'a>(
         preshared_key: Some(&psk),
         endpoint: &endpoint,
         allowed_ips: &routed,
+        obfuscation: None,
     }
     .render();
     let ns = node.net.netns();

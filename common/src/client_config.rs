@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::obfuscation::AwgProfile;
 
 /// Keepalive the client sends so NAT mappings stay open and the node sees it as connected.
 pub const CLIENT_KEEPALIVE_SECS: u16 = 25;
@@ -118,6 +119,9 @@ pub struct ClientConfig<'a> {
     pub endpoint: &'a Endpoint,
     /// What the client routes through the tunnel; usually everything.
     pub allowed_ips: &'a [IpNet],
+    /// The node's AmneziaWG profile, for an AmneziaWG node: its parameters go into `[Interface]`,
+    /// where the AmneziaVPN and AmneziaWG apps and `awg-quick` read them.
+    pub obfuscation: Option<&'a AwgProfile>,
 }
 
 impl ClientConfig<'_> {
@@ -137,6 +141,13 @@ impl ClientConfig<'_> {
         let _ = writeln!(out, "Address = {}", join(self.addresses));
         if !self.dns.is_empty() {
             let _ = writeln!(out, "DNS = {}", join(self.dns));
+        }
+        for (key, value) in self
+            .obfuscation
+            .map(AwgProfile::client_config_lines)
+            .unwrap_or_default()
+        {
+            let _ = writeln!(out, "{key} = {value}");
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "[Peer]");
@@ -256,6 +267,7 @@ mod tests {
             preshared_key: Some(psk),
             endpoint: ep,
             allowed_ips: &["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+            obfuscation: None,
         }
         .render()
         .expose()
@@ -292,6 +304,7 @@ mod tests {
             preshared_key: Some(&psk),
             endpoint: &ep,
             allowed_ips: &[],
+            obfuscation: None,
         }
         .render();
         assert!(!format!("{cfg:?}").contains(&kp.private.to_base64()));

@@ -14,6 +14,7 @@
 //! - [`redis_keys`]: every Redis key and group name, with the per-region hash tag.
 //! - [`addressing`]: client address allocation inside a node's subnet.
 //! - [`client_config`]: the `[Interface]`/`[Peer]` file that WireGuard apps import.
+//! - [`obfuscation`]: a node's protocol (WireGuard or AmneziaWG) and its AmneziaWG profile.
 //! - [`config_source`]: where both binaries' settings come from (file, then environment).
 //! - [`backoff`]: the retry policy of every loop that keeps trying (delays, log-once state).
 
@@ -23,6 +24,7 @@ pub mod client_config;
 pub mod config_source;
 pub mod keys;
 pub mod names;
+pub mod obfuscation;
 pub mod peer;
 pub mod redis_keys;
 pub mod wire;

@@ -49,6 +49,12 @@ impl RegionKeys {
         format!("{}:node:{node}:epoch", self.prefix)
     }
 
+    /// JSON [`crate::obfuscation::InterfaceSpec`]: the node's protocol and AmneziaWG profile,
+    /// written by the relay with the node's snapshot, read by the agent with it.
+    pub fn node_interface(&self, node: &NodeName) -> String {
+        format!("{}:node:{node}:interface", self.prefix)
+    }
+
     /// The node's latest [`crate::wire::Heartbeat`], expiring when the agent stops sending.
     pub fn node_heartbeat(&self, node: &NodeName) -> String {
         format!("{}:node:{node}:heartbeat", self.prefix)
@@ -106,12 +112,14 @@ mod tests {
             keys.node_revision(&node),
             keys.node_epoch(&node),
             keys.node_heartbeat(&node),
+            keys.node_interface(&node),
         ] {
             assert!(key.starts_with("pvpn:{nl}:"), "{key}");
         }
         assert_eq!(keys.node_peers(&node), "pvpn:{nl}:node:nl-1:peers");
         assert_eq!(keys.node_feedback(&node), "pvpn:{nl}:node:nl-1:feedback");
         assert_eq!(keys.node_dead_letter(&node), "pvpn:{nl}:node:nl-1:dead");
+        assert_eq!(keys.node_interface(&node), "pvpn:{nl}:node:nl-1:interface");
         assert_eq!(agent_group(&node), "agent:nl-1");
     }
 }

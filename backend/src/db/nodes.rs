@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use pvpn_common::addressing::ClientSubnet;
 use pvpn_common::client_config::Endpoint;
+use pvpn_common::obfuscation::{AwgProfile, InterfaceSpec, Protocol};
 use pvpn_common::wire::ReconcileReport;
 use pvpn_common::{NodeName, PublicKey, RegionCode};
 use sqlx::postgres::PgRow;
@@ -34,6 +35,9 @@ pub struct NodeRow {
     pub peer_count: Option<i32>,
     pub last_reconcile: Option<serde_json::Value>,
     pub devices: i64,
+    /// The protocol and, for AmneziaWG, the obfuscation profile; consistent and valid (checked
+    /// when the row is read).
+    pub interface: InterfaceSpec,
 }
 
 impl<'r> FromRow<'r, PgRow> for NodeRow {
@@ -46,6 +50,19 @@ impl<'r> FromRow<'r, PgRow> for NodeRow {
             .map(|d| d.parse::<IpAddr>())
             .collect::<Result<_, _>>()
             .map_err(|e| bad_column("dns", e.to_string()))?;
+        let protocol: Protocol = parsed(row, "protocol")?;
+        let amneziawg = row
+            .try_get::<Option<serde_json::Value>, _>("awg_profile")?
+            .map(serde_json::from_value::<AwgProfile>)
+            .transpose()
+            .map_err(|e| bad_column("awg_profile", e.to_string()))?;
+        let interface = InterfaceSpec {
+            protocol,
+            amneziawg,
+        };
+        interface
+            .validate()
+            .map_err(|e| bad_column("awg_profile", e.to_string()))?;
         Ok(Self {
             name: parsed(row, "name")?,
             region: parsed(row, "region")?,
@@ -64,6 +81,7 @@ impl<'r> FromRow<'r, PgRow> for NodeRow {
             peer_count: row.try_get("peer_count")?,
             last_reconcile: row.try_get("last_reconcile")?,
             devices: row.try_get("devices")?,
+            interface,
         })
     }
 }
@@ -74,7 +92,7 @@ macro_rules! select_node {
                 ARRAY(SELECT host(x) FROM unnest(n.dns) AS x) AS dns, n.capacity, n.status,
                 n.revision, n.published_revision, n.applied_revision, n.last_heartbeat_at,
                 n.agent_version, n.peer_count, n.last_reconcile,
-                n.live_devices::bigint AS devices
+                n.live_devices::bigint AS devices, n.protocol, n.awg_profile
          FROM nodes n "
     };
 }

@@ -38,6 +38,7 @@ pub(crate) fn client_config(
         preshared_key,
         endpoint: &node.endpoint,
         allowed_ips: &allowed_ips,
+        obfuscation: None,
     }
     .render())
 }
