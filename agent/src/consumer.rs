@@ -152,6 +152,21 @@ impl StreamConsumer {
         Ok(())
     }
 
+    /// Acknowledges several entries in one `XACK`.
+    pub async fn ack_all(
+        &self,
+        conn: &mut MultiplexedConnection,
+        ids: &[String],
+    ) -> redis::RedisResult<()> {
+        let _: i64 = redis::cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(ids)
+            .query_async(conn)
+            .await?;
+        Ok(())
+    }
+
     /// Parks an entry with the reason on the dead-letter stream, then acknowledges it.
     pub async fn dead_letter(
         &self,

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub reconciles: Family<Labels, Counter>,
     pub drift: Family<Labels, Counter>,
     pub apply_seconds: Histogram,
+    pub device_updates: Counter,
     pub redis_errors: Counter,
     pub wireguard_errors: Counter,
     pub applied_revision: Gauge,
@@ -40,6 +41,7 @@ impl Metrics {
             reconciles: Family::default(),
             drift: Family::default(),
             apply_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            device_updates: Counter::default(),
             redis_errors: Counter::default(),
             wireguard_errors: Counter::default(),
             applied_revision: Gauge::default(),
@@ -73,8 +75,13 @@ impl Metrics {
         );
         registry.register(
             "apply_seconds",
-            "Time to apply one event or one reconcile's changes to the interface",
+            "Time to apply one batch of events or one reconcile's changes to the interface",
             m.apply_seconds.clone(),
+        );
+        registry.register(
+            "device_updates",
+            "Device updates sent to the interface (one per batch of at most 256 peer changes)",
+            m.device_updates.clone(),
         );
         registry.register(
             "redis_errors",

@@ -1,10 +1,13 @@
 //! One stream entry: decode, route by node and revision, check against the node's rules
 //! ([`crate::policy`]), apply, and acknowledge only once the interface holds the change (or the
 //! entry needs nothing from it). An entry that breaks a rule is dead-lettered, never applied.
+//! The next revision's change (and an entry needing nothing) joins the [`Batch`]; everything
+//! else flushes the batch first, so entries still take effect in stream order.
 
 use pvpn_common::wire::{ReconcileTrigger, StreamEvent};
 use redis::aio::MultiplexedConnection;
 
+use super::batch::Batch;
 use super::{NodeAgent, SessionError};
 
 /// Shortest time between two dead-letter warnings.
@@ -13,21 +16,28 @@ use crate::consumer::{Entry, EntryBody, is_stream_lost};
 use crate::wireguard::PeerChange;
 
 impl NodeAgent {
-    /// Handles one entry and acknowledges it once it needs nothing more from the interface.
+    /// Handles one entry: adds it to `batch`, or flushes the batch and then deals with it,
+    /// acknowledging it once it needs nothing more from the interface.
     pub(super) async fn handle(
         &mut self,
         conn: &mut MultiplexedConnection,
         entry: Entry,
+        batch: &mut Batch,
     ) -> Result<(), SessionError> {
-        self.reconcile_if_owed(conn).await?;
+        if self.pending_reconcile.is_some() {
+            self.flush(conn, batch).await?;
+            self.reconcile_if_owed(conn).await?;
+        }
         let payload = match entry.body {
             EntryBody::Payload(bytes) => bytes,
             EntryBody::NoEventField(fields) => {
+                self.flush(conn, batch).await?;
                 let reason = format!("entry has no `event` field (fields: {fields})");
                 return self.dead_letter(conn, &entry.id, b"", &reason).await;
             }
             EntryBody::Gone => {
                 // Trimmed before we acknowledged it: we cannot know what it was; the snapshot does.
+                self.flush(conn, batch).await?;
                 self.reconcile(conn, ReconcileTrigger::RevisionGap, None)
                     .await?;
                 return self.ack(conn, &entry.id, false).await;
@@ -36,22 +46,26 @@ impl NodeAgent {
         let event = match StreamEvent::decode(&payload) {
             Ok(event) => event,
             Err(e) => {
+                self.flush(conn, batch).await?;
                 return self
                     .dead_letter(conn, &entry.id, &payload, &e.to_string())
                     .await;
             }
         };
         if !event.is_for(&self.node) {
-            return self.ack(conn, &entry.id, false).await;
+            batch.push_skip(&entry.id);
+            return Ok(());
         }
         let (revision, change) = match event {
             StreamEvent::Reconcile { request_id, .. } => {
+                self.flush(conn, batch).await?;
                 self.reconcile(conn, ReconcileTrigger::Requested, Some(request_id))
                     .await?;
                 return self.ack(conn, &entry.id, false).await;
             }
             StreamEvent::PeerUpsert { revision, peer, .. } => {
                 if let Err(refusal) = self.policy.check_peer(&peer) {
+                    self.flush(conn, batch).await?;
                     return self
                         .dead_letter(conn, &entry.id, &payload, &refusal.to_string())
                         .await;
@@ -64,6 +78,26 @@ impl NodeAgent {
                 ..
             } => (revision, PeerChange::Remove(public_key)),
         };
+        let applied = batch.applied(self.applied);
+        if revision <= applied {
+            batch.push_skip(&entry.id);
+            return Ok(());
+        }
+        if revision == applied + 1
+            && !batch.is_full()
+            && !matches!(&change, PeerChange::Upsert(spec)
+                if self.book.check_upsert(spec, self.policy.max_peers).is_err())
+        {
+            // The book counts the change now, so the batch's next entries are checked against it.
+            match &change {
+                PeerChange::Upsert(spec) => self.book.insert(spec),
+                PeerChange::Remove(key) => self.book.remove(key),
+            }
+            batch.push_change(&entry.id, change, revision);
+            return Ok(());
+        }
+        // A gap, a refusal or a full batch: what is collected goes to the interface first.
+        self.flush(conn, batch).await?;
         if revision > self.applied + 1 {
             tracing::info!(
                 revision,
@@ -92,13 +126,12 @@ impl NodeAgent {
                 .dead_letter(conn, &entry.id, &payload, &refusal.to_string())
                 .await;
         }
-        self.apply(vec![change.clone()]).await?;
         match &change {
             PeerChange::Upsert(spec) => self.book.insert(spec),
             PeerChange::Remove(key) => self.book.remove(key),
         }
-        self.set_applied(revision);
-        self.ack(conn, &entry.id, true).await
+        batch.push_change(&entry.id, change, revision);
+        Ok(())
     }
 
     async fn ack(

@@ -17,13 +17,16 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod batch;
 mod entry;
+
+use batch::Batch;
 
 use crate::consumer::{Entry, ReadFrom, StreamConsumer, is_stream_lost};
 use crate::metrics::{Metrics, SharedStatus, lock};
 use crate::policy::{AddressBook, PeerPolicy};
 use crate::snapshot::{self, Position, SnapshotError};
-use crate::wireguard::{PeerChange, WgError, WireGuard, apply_in_chunks};
+use crate::wireguard::{MAX_CHANGES_PER_UPDATE, PeerChange, WgError, WireGuard, apply_in_chunks};
 use crate::{reconcile, redis_conn};
 
 /// Longest single blocking read; the loop wakes at least this often to check timers.
@@ -230,14 +233,15 @@ impl NodeAgent {
         entries: Vec<Entry>,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
+        let mut batch = Batch::default();
         for entry in entries {
             // Stop between entries on shutdown: the rest stay pending for the next start.
             if shutdown.is_cancelled() {
                 break;
             }
-            self.handle(conn, entry).await?;
+            self.handle(conn, entry, &mut batch).await?;
         }
-        Ok(())
+        self.flush(conn, &mut batch).await
     }
 
     async fn reconcile_if_owed(
@@ -351,7 +355,9 @@ impl NodeAgent {
             return Err(SessionError::Standby);
         }
         let started = Instant::now();
+        let updates = changes.len().div_ceil(MAX_CHANGES_PER_UPDATE) as u64;
         let result = blocking(&self.wg, move |wg| apply_in_chunks(wg, &changes)).await;
+        self.metrics.device_updates.inc_by(updates);
         self.metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -158,6 +158,14 @@ pub fn same(p: &DumpPeer, s: &PeerSpec) -> bool {
     p.allowed_ips == ips && p.preshared_key == s.preshared_key.as_ref().map(|k| k.to_base64())
 }
 
+/// One entry of [`Relay::publish_together`].
+pub enum Publish<'a> {
+    Upsert(&'a PeerSpec),
+    Remove(PublicKey),
+    /// An `event` field that is not a valid event.
+    Raw(&'a [u8]),
+}
+
 /// Writes what the backend's relay writes: for each change, the node's snapshot hash, its
 /// revision and the stream entry, in one MULTI.
 pub struct Relay {
@@ -262,6 +270,60 @@ impl Relay {
             .arg(event.encode());
         let (id,): (String,) = pipe.query(&mut self.conn).expect("publishing an event");
         id
+    }
+
+    /// Several entries in one MULTI, each as [`Relay::upsert`] / [`Relay::remove`] would write
+    /// it (or raw, for malformed input): an agent blocked on the stream gets them in one read.
+    pub fn publish_together(&mut self, items: &[Publish]) -> Vec<String> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for item in items {
+            let event = match item {
+                Publish::Raw(bytes) => {
+                    pipe.cmd("XADD")
+                        .arg(self.keys.events())
+                        .arg("*")
+                        .arg(EVENT_FIELD)
+                        .arg(*bytes);
+                    continue;
+                }
+                Publish::Upsert(spec) => {
+                    self.revision += 1;
+                    self.peers.insert(spec.public_key, (*spec).clone());
+                    pipe.hset(
+                        self.keys.node_peers(&self.node),
+                        spec.public_key.to_base64(),
+                        encode(spec),
+                    )
+                    .ignore();
+                    StreamEvent::PeerUpsert {
+                        node: self.node.clone(),
+                        revision: self.revision,
+                        peer: (*spec).clone(),
+                    }
+                }
+                Publish::Remove(key) => {
+                    self.revision += 1;
+                    self.peers.remove(key);
+                    pipe.hdel(self.keys.node_peers(&self.node), key.to_base64())
+                        .ignore();
+                    StreamEvent::PeerRemove {
+                        node: self.node.clone(),
+                        revision: self.revision,
+                        public_key: *key,
+                    }
+                }
+            };
+            pipe.set(self.keys.node_revision(&self.node), self.revision)
+                .ignore()
+                .cmd("XADD")
+                .arg(self.keys.events())
+                .arg("*")
+                .arg(EVENT_FIELD)
+                .arg(event.encode());
+        }
+        pipe.query(&mut self.conn)
+            .expect("publishing entries together")
     }
 
     /// A reconcile request, as `pvpnctl reconcile` publishes it.

@@ -245,7 +245,8 @@ pub async fn publication(
         .await
 }
 
-/// One `peer_upsert` outbox row per `(revision, StreamEvent JSON)`, then the relay's wake-up.
+/// One `peer_upsert` outbox row per `(revision, StreamEvent JSON)`; the caller wakes the relay
+/// after its commit ([`super::outbox::notify`]).
 pub async fn insert_upserts(
     conn: &mut PgConnection,
     region: &RegionCode,
@@ -268,9 +269,5 @@ pub async fn insert_upserts(
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(super::outbox::NOTIFY_CHANNEL)
-        .execute(conn)
-        .await?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use pvpn_common::RegionCode;
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use serde_json::json;
+use sqlx::Connection;
 
 use super::devices::revoke_all_locked;
 use super::error::retry;
@@ -44,7 +45,8 @@ impl Service {
         user: &UserRef,
     ) -> Result<BanOutcome, ServiceError> {
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.pool.acquire().await?;
+            let mut tx = conn.begin().await?;
             let row = lock_user_ref(&mut tx, user).await?;
             db::users::set_status(&mut tx, row.id, UserStatus::Banned).await?;
             let revoked = revoke_all_locked(&mut tx, row.id, RevokeReason::Banned).await?;
@@ -61,6 +63,7 @@ impl Service {
                 .await?
                 .ok_or(ServiceError::UserNotFound)?;
             tx.commit().await?;
+            outbox::wake_relay(&mut conn).await;
             tracing::info!(%actor, telegram_id = row.telegram_id, revoked, "user banned");
             Ok(BanOutcome {
                 user: convert::user(&row),
@@ -217,7 +220,8 @@ impl Service {
         target: &ReconcileTarget,
     ) -> Result<String, ServiceError> {
         let request_id = uuid::Uuid::new_v4().to_string();
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let (region, node, target_text) = match target {
             ReconcileTarget::Node(node) => {
                 let row = db::nodes::get(&mut tx, node.as_str())
@@ -242,6 +246,7 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
+        outbox::wake_relay(&mut conn).await;
         Ok(request_id)
     }
 

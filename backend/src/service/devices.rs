@@ -13,7 +13,8 @@ use chrono::Utc;
 use pvpn_common::DeviceName;
 use pvpn_common::keys::KeyPair;
 use pvpn_common::{NodeName, PeerSpec, PresharedKey, PublicKey, RegionCode};
-use sqlx::PgConnection;
+use rand::Rng;
+use sqlx::{Connection, PgConnection};
 
 use super::error::retry;
 use super::types::*;
@@ -56,7 +57,8 @@ pub(crate) fn check_access(user: &UserRow) -> Result<(), ServiceError> {
 /// Nodes are tried most free room first (a hint read without locks). A node whose lock another
 /// grant holds is skipped in a first pass, so concurrent grants spread over the region's nodes
 /// instead of queueing on the emptiest one; only when every node with room is busy does the
-/// grant wait for their locks, in the same order.
+/// grant wait for a lock. Waiters start at a random node of that order: had they all waited
+/// for the first, every other node's lock would go unused while they queue on one.
 async fn place(
     conn: &mut PgConnection,
     region: &RegionCode,
@@ -71,8 +73,10 @@ async fn place(
         .filter(|(free, _)| *free > 0)
         .collect();
     ranked.sort_by(|(fa, a), (fb, b)| fb.cmp(fa).then_with(|| a.name.cmp(&b.name)));
+    let waiting_from = rand::thread_rng().gen_range(0..ranked.len().max(1));
     for wait in [false, true] {
-        for (_, candidate) in &ranked {
+        let start = if wait { waiting_from } else { 0 };
+        for (_, candidate) in ranked[start..].iter().chain(&ranked[..start]) {
             let name = candidate.name.as_str();
             let locked = if wait {
                 db::nodes::lock(conn, name).await?
@@ -134,7 +138,8 @@ impl Service {
         region: &RegionCode,
         name: Option<&str>,
     ) -> Result<GrantedDevice, ServiceError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let user = db::users::lock_by_telegram_id(&mut tx, telegram_id)
             .await?
             .ok_or(ServiceError::NotRegistered)?;
@@ -170,6 +175,7 @@ impl Service {
         let config = render::client_config(&node, &keys.private, psk.as_ref(), address)?;
         let device = self.device_in(&mut tx, device_id).await?;
         tx.commit().await?;
+        outbox::wake_relay(&mut conn).await;
         tracing::info!(telegram_id, device_id, node = %node.name, %address, revision, "device granted");
         Ok(GrantedDevice { device, config })
     }
@@ -205,7 +211,8 @@ impl Service {
         device_id: i64,
     ) -> Result<DeviceView, ServiceError> {
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.pool.acquire().await?;
+            let mut tx = conn.begin().await?;
             let user = db::users::lock_by_telegram_id(&mut tx, telegram_id)
                 .await?
                 .ok_or(ServiceError::NotRegistered)?;
@@ -222,6 +229,7 @@ impl Service {
             .await?;
             let view = self.device_in(&mut tx, device.id).await?;
             tx.commit().await?;
+            outbox::wake_relay(&mut conn).await;
             tracing::info!(telegram_id, device_id, "device revoked by its user");
             Ok(view)
         })
@@ -236,7 +244,8 @@ impl Service {
         device_id: i64,
     ) -> Result<GrantedDevice, ServiceError> {
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.pool.acquire().await?;
+            let mut tx = conn.begin().await?;
             let user = db::users::lock_by_telegram_id(&mut tx, telegram_id)
                 .await?
                 .ok_or(ServiceError::NotRegistered)?;
@@ -258,6 +267,7 @@ impl Service {
             let config = render::client_config(&node, &keys.private, psk.as_ref(), address)?;
             let view = self.device_in(&mut tx, device.id).await?;
             tx.commit().await?;
+            outbox::wake_relay(&mut conn).await;
             tracing::info!(telegram_id, device_id, "device re-issued");
             Ok(GrantedDevice {
                 device: view,

@@ -3,6 +3,7 @@
 
 use chrono::Utc;
 use serde_json::json;
+use sqlx::Connection;
 
 use super::devices::revoke_all_locked;
 use super::error::retry;
@@ -40,7 +41,8 @@ impl Service {
     }
 
     async fn expire_user(&self, telegram_id: i64) -> Result<u32, ServiceError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let Some(user) = db::users::lock_by_telegram_id(&mut tx, telegram_id).await? else {
             return Ok(0);
         };
@@ -59,6 +61,7 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
+        super::outbox::wake_relay(&mut conn).await;
         tracing::info!(telegram_id, revoked, "access expired: devices revoked");
         Ok(revoked)
     }

@@ -6,6 +6,10 @@
 //! [`crate::db::nodes::lock`]), so a node's revisions go 1, 2, 3, ... without holes, in commit
 //! order. The relay ([`crate::relay`]) later publishes the rows to Redis. It lives in the
 //! service layer because only the service's transactions write it.
+//!
+//! After such a transaction commits, its caller calls [`wake_relay`] on the same connection. The
+//! wake-up is not part of the transaction on purpose: a `NOTIFY` inside it would serialise every
+//! grant's commit behind PostgreSQL's cluster-wide notify lock ([`db::outbox::notify`]).
 
 use pvpn_common::wire::StreamEvent;
 use pvpn_common::{NodeName, PeerSpec, PublicKey, RegionCode};
@@ -13,6 +17,15 @@ use sqlx::PgConnection;
 
 use super::ServiceError;
 use crate::db;
+
+/// Wakes the relay after a commit that wrote outbox rows, on the connection the transaction ran
+/// on. Never fails the caller: the rows are committed, and if the wake-up is lost the relay's
+/// poll publishes them.
+pub(crate) async fn wake_relay(conn: &mut PgConnection) {
+    if let Err(e) = db::outbox::notify(conn).await {
+        tracing::debug!(error = %e, "relay not woken; its poll will publish the committed rows");
+    }
+}
 
 fn revision_u64(revision: i64) -> Result<u64, ServiceError> {
     u64::try_from(revision)

@@ -39,11 +39,15 @@ impl Drop for Task {
 }
 
 pub fn start_relay(pool: &PgPool, redis_url: &str) -> Task {
-    let stop = CancellationToken::new();
     let settings = RelaySettings {
         poll_interval: Duration::from_millis(100),
         ..RelaySettings::default()
     };
+    start_relay_with(pool, redis_url, settings)
+}
+
+pub fn start_relay_with(pool: &PgPool, redis_url: &str, settings: RelaySettings) -> Task {
+    let stop = CancellationToken::new();
     let client = redis::Client::open(redis_url).expect("redis url");
     let handle = tokio::spawn(relay::run(
         pool.clone(),

@@ -25,6 +25,7 @@ use std::net::Ipv4Addr;
 
 use pvpn_common::{NodeName, PublicKey};
 use serde::Serialize;
+use sqlx::Connection;
 
 pub use mapping::{MappingEntry, parse_mapping};
 pub use source::{SourcePeer, parse_peers};
@@ -203,7 +204,8 @@ impl Service {
         actor: &Actor,
         request: &ImportRequest,
     ) -> Result<ImportReport, ImportError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
         let mut telegram_ids: Vec<i64> = request.mapping.iter().map(|e| e.telegram_id).collect();
         telegram_ids.push(UNASSIGNED_TELEGRAM_ID);
         telegram_ids.sort_unstable();
@@ -245,6 +247,7 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
+        super::outbox::wake_relay(&mut conn).await;
         tracing::info!(
             node = %request.node,
             created = report.created_devices,
