@@ -18,6 +18,7 @@ packages=(
     systemd                            # systemd-analyze verifies the units Ansible installs
     qemu-system-x86 qemu-utils         # Debian guests with kernel WireGuard (pvpn-testkit's vm)
     openssh-client                     # the command channel into those guests
+    openssl                            # certificates for Redis over TLS in tests
     build-essential pkg-config ca-certificates
 )
 missing=()

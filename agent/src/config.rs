@@ -5,7 +5,9 @@
 //! `subnet`, `max_peers`, `wg_interface`, ...), then the environment, field by field; the rules (empty means not set,
 //! errors name the key and origin, a warning for a file others can read) are
 //! [`pvpn_common::config_source`]'s, shared with the backend. Every value is parsed into its
-//! validated type here.
+//! validated type here. How Redis may be reached (`rediss://` with `PVPN_REDIS_CA_FILE`, plain
+//! TCP on loopback only unless `PVPN_REDIS_ALLOW_PLAINTEXT`) is [`pvpn_common::redis_transport`]'s
+//! rule, also shared with the backend.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use pvpn_common::addressing::ClientSubnet;
 use pvpn_common::config_source::ConfigSource;
 pub use pvpn_common::config_source::{ConfigError, ConfigWarning};
+use pvpn_common::redis_transport::{RedisSecurity, RedisTransport};
 use pvpn_common::{NodeName, RegionCode};
 
 /// Which `wireguard-control` backend talks to the interface.
@@ -50,6 +53,8 @@ impl std::str::FromStr for WgBackend {
 pub struct Config {
     /// May carry an ACL user and password: never logged as a whole (see [`Config::redis_host`]).
     pub redis_url: String,
+    /// The CA file for `rediss://`, and whether plain TCP to another host was allowed.
+    pub redis: RedisSecurity,
     pub region: RegionCode,
     pub node: NodeName,
     /// The node's client subnet: every peer's allowed IPs must be client addresses in it.
@@ -70,6 +75,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("redis", &self.redis_host())
+            .field("redis_ca_file", &self.redis.ca_file)
             .field("region", &self.region)
             .field("node", &self.node)
             .field("subnet", &self.subnet.net())
@@ -101,9 +107,12 @@ mod keys {
     pub const HEARTBEAT_INTERVAL: Key =
         Key::new("heartbeat_interval_secs", "PVPN_HEARTBEAT_INTERVAL_SECS");
     pub const STATS_INTERVAL: Key = Key::new("stats_interval_secs", "PVPN_STATS_INTERVAL_SECS");
+    pub use pvpn_common::redis_transport::{ALLOW_PLAINTEXT, CA_FILE};
 
     pub const ALL: &[Key] = &[
         REDIS_URL,
+        CA_FILE,
+        ALLOW_PLAINTEXT,
         REGION,
         NODE,
         SUBNET,
@@ -143,15 +152,18 @@ impl Config {
     /// Builds the configuration from its sources (no I/O).
     pub fn from_source(source: &ConfigSource<'_>) -> Result<Self, ConfigError> {
         use keys::*;
-        let redis_url = source.required_with(REDIS_URL, |url| {
-            redis::Client::open(url).map(|_| url.to_string())
+        let (redis_url, addr) = source.required_with(REDIS_URL, |url| {
+            redis::Client::open(url)
+                .map(|c| (url.to_string(), c.get_connection_info().addr().clone()))
         })?;
+        let redis = RedisSecurity::from_source(source, REDIS_URL, Some(transport(&addr)))?;
         let wg_interface = source
             .parse_with(WG_INTERFACE, interface_name)?
             .unwrap_or_else(|| Self::DEFAULT_WG_INTERFACE.to_string());
         let wg_backend = source.parse(WG_BACKEND)?.unwrap_or(WgBackend::Kernel);
         let config = Self {
             redis_url,
+            redis,
             region: source.required(REGION)?,
             node: source.required(NODE)?,
             subnet: source.required_with(SUBNET, client_subnet)?,
@@ -183,6 +195,17 @@ impl Config {
             Ok(client) => client.get_connection_info().addr().to_string(),
             Err(_) => "<invalid>".to_string(),
         }
+    }
+}
+
+/// What the URL's address means for [`RedisSecurity`].
+fn transport(addr: &redis::ConnectionAddr) -> RedisTransport<'_> {
+    match addr {
+        redis::ConnectionAddr::TcpTls { .. } => RedisTransport::Tls,
+        redis::ConnectionAddr::Tcp(host, _) => RedisTransport::Tcp { host },
+        redis::ConnectionAddr::Unix(_) => RedisTransport::Unix,
+        // A transport redis-rs adds later counts as plain TCP to an unknown host until known.
+        _ => RedisTransport::Tcp { host: "" },
     }
 }
 
@@ -310,6 +333,25 @@ mod tests {
     }
 
     #[test]
+    fn plain_redis_to_another_host_only_when_allowed() {
+        // The rule is common::redis_transport's; this checks the agent feeds it its URL.
+        let with = |url, allow| {
+            let mut pairs = MINIMAL[1..].to_vec();
+            pairs.extend([("REDIS_URL", url), ("PVPN_REDIS_ALLOW_PLAINTEXT", allow)]);
+            load(&pairs)
+        };
+        let err = with("redis://u:secret@203.0.113.10:6379/0", "").unwrap_err();
+        assert!(err.to_string().starts_with("REDIS_URL") && !err.to_string().contains("secret"));
+        assert!(
+            with("redis://203.0.113.10:6379/0", "true")
+                .unwrap()
+                .redis
+                .allow_plaintext
+        );
+        assert!(with("rediss://203.0.113.10:6379/0", "").is_ok());
+    }
+
+    #[test]
     fn an_empty_value_is_not_set() {
         // An empty variable neither hides the file's value nor the default.
         let dir = tempfile::tempdir().unwrap();
@@ -367,7 +409,7 @@ mod tests {
         let path = dir.join("agent.toml");
         std::fs::write(
             &path,
-            "redis_url = \"redis://file:6379/\"\nregion = \"de\"\nnode = \"de-1\"\n\
+            "redis_url = \"rediss://file:6379/\"\nregion = \"de\"\nnode = \"de-1\"\n\
              wg_interface = \"wgfile\"\nheartbeat_interval_secs = 5\nsubnet = \"198.18.0.0/24\"\n",
         )
         .unwrap();

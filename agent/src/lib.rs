@@ -20,7 +20,8 @@
 //! - [`report`]: heartbeats and per-peer stats on the node's feedback stream; the node lease.
 //! - [`lease`]: one agent per node applies changes (a token key renewed without scripts).
 //! - [`http`] and [`metrics`]: `/healthz`, `/metrics`, shared status.
-//! - [`redis_conn`]: connections with the right timeouts.
+//! - [`redis_conn`]: the Redis client (TLS with the configured CA) and connections with the right
+//!   timeouts.
 //!
 //! Retry delays come from [`pvpn_common::backoff`]; shutdown is one `CancellationToken`.
 
@@ -55,6 +56,8 @@ use crate::wireguard::{WgError, WireGuard};
 pub enum AgentError {
     #[error(transparent)]
     WireGuard(#[from] WgError),
+    #[error(transparent)]
+    Redis(#[from] redis_conn::RedisClientError),
     #[error("binding the metrics address {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -87,6 +90,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    let redis = redis_conn::client(&config.redis_url, config.redis.ca_file.as_deref())?;
     agent::blocking(&wg, |wg| wg.check_exists()).await?;
     tracing::info!(?config, "pvpn-agent starting");
     // Stops the reporter and the HTTP server when the loop ends, for whatever reason.
@@ -112,10 +116,11 @@ pub async fn serve(
     let reporter = Reporter {
         lease: lease::Lease::new(keys.node_lease(&config.node), config.heartbeat_interval * 3),
         lease_holder,
+        lease_unreachable_logged: false,
         wg: Arc::clone(&wg),
         node: config.node.clone(),
         keys,
-        redis_url: config.redis_url.clone(),
+        redis: redis.clone(),
         heartbeat_interval: config.heartbeat_interval,
         stats_interval: config.stats_interval,
         metrics: Arc::clone(&metrics),
@@ -123,7 +128,7 @@ pub async fn serve(
     };
     let report_task = tokio::spawn(reporter.run(stop.clone()));
 
-    let mut node_agent = NodeAgent::new(wg, &config, metrics, status, lease_rx);
+    let mut node_agent = NodeAgent::new(wg, redis, &config, metrics, status, lease_rx);
     agent_loop(&mut node_agent, &stop).await;
     stop.cancel();
     let _ = report_task.await;

@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
     about,
     after_help = "Configuration comes from the environment (and an optional TOML file named by \
 PVPN_CONFIG, same keys in lowercase without the PVPN_ prefix; the environment wins):
-  REDIS_URL                      redis://[user:password@]host:port/ (required)
+  REDIS_URL                      rediss://[user:password@]host:port/ (required; plain redis://
+                                 to loopback only)
+  PVPN_REDIS_CA_FILE             PEM certificates rediss:// trusts (default: the system's roots)
+  PVPN_REDIS_ALLOW_PLAINTEXT     true: plain redis:// to another host (default false)
   PVPN_REGION, PVPN_NODE         this node's region code and name (required)
   PVPN_SUBNET                    the node's client subnet, e.g. 10.66.0.0/22 (required)
   PVPN_MAX_PEERS                 most peers on the interface (default 65536 userspace, 1048576 kernel)

@@ -29,7 +29,7 @@ pub struct Reporter {
     pub wg: Arc<dyn WireGuard>,
     pub node: NodeName,
     pub keys: RegionKeys,
-    pub redis_url: String,
+    pub redis: redis::Client,
     pub heartbeat_interval: Duration,
     pub stats_interval: Duration,
     pub metrics: Arc<Metrics>,
@@ -38,6 +38,8 @@ pub struct Reporter {
     pub lease: Lease,
     /// Tells the apply loop whether this agent holds the lease.
     pub lease_holder: watch::Sender<bool>,
+    /// Whether the failure to reach Redis for the lease was logged (once per outage).
+    pub lease_unreachable_logged: bool,
 }
 
 impl Reporter {
@@ -82,7 +84,7 @@ impl Reporter {
     async fn refresh_lease(&mut self, conn: &mut Option<MultiplexedConnection>) -> bool {
         let refreshed = match conn {
             Some(c) => self.lease.refresh(c).await,
-            None => match redis_conn::commands(&self.redis_url).await {
+            None => match redis_conn::commands(&self.redis).await {
                 Ok(mut c) => {
                     let r = self.lease.refresh(&mut c).await;
                     *conn = Some(c);
@@ -91,12 +93,23 @@ impl Reporter {
                 Err(e) => Err(e),
             },
         };
+        let held = self.lease.held();
         if let Err(e) = &refreshed {
             self.metrics.redis_errors.inc();
             tracing::debug!(error = %e, "lease not refreshed");
             *conn = None;
+            if !held {
+                // No session runs without the lease, so nothing else tells the operator why
+                // (a wrong CA, a refused connection, a bad password): say it here, once.
+                if !self.lease_unreachable_logged {
+                    tracing::warn!(error = %e, "redis unavailable, cannot take the node lease; retrying");
+                    self.lease_unreachable_logged = true;
+                }
+                lock(&self.status).problem = Some(format!("redis unavailable: {e}"));
+            }
+        } else {
+            self.lease_unreachable_logged = false;
         }
-        let held = self.lease.held();
         let was = *self.lease_holder.borrow();
         if held != was {
             if held {
@@ -110,7 +123,8 @@ impl Reporter {
             let _ = self.lease_holder.send(held);
         }
         self.metrics.lease_held.set(i64::from(held));
-        lock(&self.status).standby = !held;
+        // Standby means another agent holds the lease, which only a successful refresh can tell.
+        lock(&self.status).standby = !held && refreshed.is_ok();
         held
     }
 
@@ -132,7 +146,7 @@ impl Reporter {
         send_stats: bool,
     ) -> redis::RedisResult<()> {
         if conn.is_none() {
-            *conn = Some(redis_conn::commands(&self.redis_url).await?);
+            *conn = Some(redis_conn::commands(&self.redis).await?);
         }
         let Some(conn) = conn.as_mut() else {
             return Ok(());

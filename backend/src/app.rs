@@ -20,7 +20,7 @@ use crate::feedback::{self, FeedbackSettings};
 use crate::metrics::Metrics;
 use crate::relay::{self, RelaySettings};
 use crate::service::Service;
-use crate::{db, http, redis_memory, scheduler};
+use crate::{db, http, redis_client, redis_memory, scheduler};
 
 /// How long tasks get to finish after shutdown was requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -42,8 +42,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// Migrates the database (retrying while it is unreachable) and spawns every task.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let pool = db::pool(config.database_url.expose(), 20).context("DATABASE_URL")?;
-    let redis = redis::Client::open(config.require_redis_url()?)
-        .context("REDIS_URL is not a valid Redis URL")?;
+    let redis = redis_client::client(config.require_redis_url()?, config.redis.ca_file.as_deref())?;
     migrate_when_reachable(&pool, &shutdown).await?;
 
     let metrics = Arc::new(Metrics::default());

@@ -12,6 +12,7 @@
 //! - [`db`]: the PostgreSQL schema (migrations embedded from `migrations/`) and queries.
 //! - [`relay`]: publishes outbox rows to Redis (snapshot + revision + stream, atomically), epoch.
 //! - [`feedback`]: agents' heartbeats and stats from Redis into PostgreSQL.
+//! - [`redis_client`]: the Redis client, over TLS with the configured CA for `rediss://`.
 //! - [`redis_memory`]: Redis memory against `maxmemory`, as gauges and a warning.
 //! - [`scheduler`]: revokes expired access on a timer.
 //! - [`http`]: `/healthz` and `/metrics`.
@@ -28,6 +29,7 @@ pub mod db;
 pub mod feedback;
 pub mod http;
 pub mod metrics;
+pub mod redis_client;
 pub mod redis_memory;
 pub mod relay;
 pub mod scheduler;

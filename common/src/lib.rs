@@ -12,6 +12,7 @@
 //! - [`peer`]: the desired state of one peer on a node ([`peer::PeerSpec`]).
 //! - [`wire`]: the versioned JSON formats carried over Redis: stream events, heartbeats, stats.
 //! - [`redis_keys`]: every Redis key and group name, with the per-region hash tag.
+//! - [`redis_transport`]: how the binaries may reach Redis (TLS, or plain TCP on loopback only).
 //! - [`addressing`]: client address allocation inside a node's subnet.
 //! - [`client_config`]: the `[Interface]`/`[Peer]` file that WireGuard apps import.
 //! - [`obfuscation`]: a node's protocol (WireGuard or AmneziaWG) and its AmneziaWG profile.
@@ -27,6 +28,7 @@ pub mod names;
 pub mod obfuscation;
 pub mod peer;
 pub mod redis_keys;
+pub mod redis_transport;
 pub mod wire;
 
 pub use keys::{KeyError, PresharedKey, PrivateKey, PublicKey};

@@ -93,7 +93,7 @@ pub struct NodeAgent {
     pub(crate) node: NodeName,
     pub(crate) keys: RegionKeys,
     pub(crate) consumer: StreamConsumer,
-    pub(crate) redis_url: String,
+    pub(crate) redis: redis::Client,
     pub(crate) reconcile_interval: Duration,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) status: SharedStatus,
@@ -122,6 +122,7 @@ pub struct NodeAgent {
 impl NodeAgent {
     pub fn new(
         wg: Arc<dyn WireGuard>,
+        redis: redis::Client,
         config: &crate::Config,
         metrics: Arc<Metrics>,
         status: SharedStatus,
@@ -139,7 +140,7 @@ impl NodeAgent {
             node: config.node.clone(),
             keys,
             consumer,
-            redis_url: config.redis_url.clone(),
+            redis,
             reconcile_interval: config.reconcile_interval,
             metrics,
             status,
@@ -177,8 +178,8 @@ impl NodeAgent {
     /// Runs one session until shutdown (`Ok`) or an error.
     pub async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
         let block = self.reconcile_interval.min(MAX_BLOCK);
-        let mut conn = redis_conn::commands(&self.redis_url).await?;
-        let mut reader = redis_conn::blocking_reads(&self.redis_url, block).await?;
+        let mut conn = redis_conn::commands(&self.redis).await?;
+        let mut reader = redis_conn::blocking_reads(&self.redis, block).await?;
 
         if self.consumer.ensure_group(&mut conn).await? && self.pending_reconcile.is_none() {
             self.pending_reconcile = Some(ReconcileTrigger::StreamLost);

@@ -144,6 +144,8 @@ impl GuestNode {
         let unit = format!("pvpn-agent-{iface}-{}", pvpn_testkit::unique_suffix());
         let env = [
             ("REDIS_URL", self.redis.network_url()),
+            // Plain TCP to the host across the test's private bridge (TLS is tested elsewhere).
+            ("PVPN_REDIS_ALLOW_PLAINTEXT", "true".to_string()),
             ("PVPN_REGION", REGION.to_string()),
             ("PVPN_NODE", NODE.to_string()),
             ("PVPN_SUBNET", SUBNET.to_string()),

@@ -61,7 +61,15 @@ pub struct Node {
 
 impl Node {
     pub fn start() -> Result<Self> {
-        let redis = RedisServer::start()?;
+        Self::with_redis(RedisServer::start()?)
+    }
+
+    /// A node whose Redis speaks TLS only; [`Node::config`] trusts its CA.
+    pub fn start_tls() -> Result<Self> {
+        Self::with_redis(RedisServer::start_tls()?)
+    }
+
+    fn with_redis(redis: RedisServer) -> Result<Self> {
         let ns = Netns::create("agent")?;
         let server_key = PrivateKey::generate();
         let name = WgInterface::unique_name("ag")?;
@@ -76,9 +84,11 @@ impl Node {
 
     pub fn config(&self) -> Config {
         let url = self.redis.url();
+        let ca_file = self.redis.ca_file().map(|p| p.display().to_string());
         let iface = self.wg.name().to_string();
         Config::load(|key| match key {
             "REDIS_URL" => Some(url.clone()),
+            "PVPN_REDIS_CA_FILE" => ca_file.clone(),
             "PVPN_REGION" => Some(REGION.into()),
             "PVPN_NODE" => Some(NODE.into()),
             "PVPN_SUBNET" => Some(SUBNET.into()),

@@ -8,7 +8,8 @@
 //! - [`postgres`]: a fresh PostgreSQL database per test on the machine's server.
 //! - [`redis_server`]: a private `redis-server` process per test, on its own port, that a test
 //!   may stop, restart empty, or flush without disturbing other tests; also inside a namespace,
-//!   for QEMU guests to reach.
+//!   for QEMU guests to reach; or serving TLS only, with a certificate from [`tls_ca`].
+//! - [`tls_ca`]: a throwaway CA and Redis server certificate (the `openssl` CLI).
 //! - [`vm`]: Debian 12 guests under QEMU (kernel WireGuard, real netlink) on a bridge in a
 //!   namespace, reached over SSH.
 //!
@@ -18,6 +19,7 @@ pub mod botapi;
 pub mod netns;
 pub mod postgres;
 pub mod redis_server;
+pub mod tls_ca;
 pub mod vm;
 
 /// Stops `child` the polite way: SIGTERM, up to `grace` for it to exit on its own (and clean up

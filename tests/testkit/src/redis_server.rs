@@ -8,6 +8,10 @@
 //! address there (for QEMU guests on a [`crate::vm::GuestNetwork`] bridge) and on a Unix socket,
 //! which the test process reaches from its own namespace.
 //!
+//! [`RedisServer::start_tls`] serves TLS only (`port 0`, `tls-port`), with a certificate for
+//! `127.0.0.1` from a CA of its own ([`crate::tls_ca`]): [`RedisServer::url`] is then
+//! `rediss://…` and [`RedisServer::ca_file`] the certificate clients must trust.
+//!
 //! A test can also keep a copy of the data ([`RedisServer::save_copy`]) and later restart from
 //! it ([`RedisServer::restart_from`]): Redis coming back from an older RDB, as AOF `everysec` or
 //! a replica failover can leave it.
@@ -19,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::tls_ca::TlsFiles;
+
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
@@ -27,6 +33,8 @@ pub struct RedisServer {
     /// The server's own directory: `dump.rdb` (only written by [`RedisServer::save_copy`]) and
     /// the saved copies.
     dir: PathBuf,
+    /// Set for a TLS-only server: its CA and certificate (in `dir/tls`).
+    tls: Option<TlsFiles>,
 }
 
 /// A copy of a server's data at one moment, to restart from later.
@@ -36,18 +44,39 @@ pub struct SavedData(PathBuf);
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers.
     pub fn start() -> Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free port")?
-            .port();
+        let port = Self::free_port()?;
         let mut server = Self {
             port,
             child: None,
             netns: None,
             dir: Self::data_dir(port)?,
+            tls: None,
         };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// Starts a server that speaks TLS only, on a free port, with a certificate for `127.0.0.1`
+    /// and `localhost` signed by a CA made for it ([`RedisServer::ca_file`]).
+    pub fn start_tls() -> Result<Self> {
+        let port = Self::free_port()?;
+        let dir = Self::data_dir(port)?;
+        let mut server = Self {
+            port,
+            child: None,
+            netns: None,
+            tls: Some(TlsFiles::generate(&dir.join("tls"))?),
+            dir,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn free_port() -> Result<u16> {
+        Ok(TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port")?
+            .port())
     }
 
     /// A directory of the server's own for `dump.rdb` and saved copies.
@@ -71,6 +100,7 @@ impl RedisServer {
             child: None,
             netns: Some((netns.name().to_string(), addr, socket)),
             dir: Self::data_dir(6379)?,
+            tls: None,
         };
         server.spawn()?;
         Ok(server)
@@ -94,10 +124,22 @@ impl RedisServer {
                 cmd
             }
         };
+        match &self.tls {
+            // No plain port at all: the TLS port is the only way in.
+            Some(tls) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.server_cert)
+                .arg("--tls-key-file")
+                .arg(&tls.server_key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca_cert)
+                // Clients authenticate with ACL passwords, as in production, not certificates.
+                .args(["--tls-auth-clients", "no"]),
+            None => cmd.args(["--port", &self.port.to_string()]),
+        };
         let child = cmd
             .args([
-                "--port",
-                &self.port.to_string(),
                 "--save",
                 "",
                 "--dir",
@@ -120,7 +162,7 @@ impl RedisServer {
     fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(client) = redis::Client::open(self.url())
+            if let Ok(client) = self.client()
                 && let Ok(mut conn) = client.get_connection()
                 && redis::cmd("PING").query::<String>(&mut conn).is_ok()
             {
@@ -136,13 +178,40 @@ impl RedisServer {
         }
     }
 
-    /// Where the test process connects: `redis://127.0.0.1:<port>/`, or for a server in a
-    /// namespace its Unix socket (`redis+unix:///tmp/….sock`).
+    /// Where the test process connects: `redis://127.0.0.1:<port>/` (`rediss://` for a TLS
+    /// server), or for a server in a namespace its Unix socket (`redis+unix:///tmp/….sock`).
     pub fn url(&self) -> String {
-        match &self.netns {
-            Some((_, _, socket)) => format!("redis+unix://{}", socket.display()),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+        match (&self.netns, &self.tls) {
+            (Some((_, _, socket)), _) => format!("redis+unix://{}", socket.display()),
+            (None, Some(_)) => format!("rediss://127.0.0.1:{}/", self.port),
+            (None, None) => self.plain_url(),
         }
+    }
+
+    /// `redis://127.0.0.1:<port>/`: for a TLS server, the plain-TCP attempt it must refuse.
+    pub fn plain_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The CA certificate a client must trust to reach a TLS server.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|t| t.ca_cert.as_path())
+    }
+
+    /// A client for [`RedisServer::url`], trusting the server's CA when it speaks TLS.
+    pub fn client(&self) -> Result<redis::Client> {
+        let Some(tls) = &self.tls else {
+            return Ok(redis::Client::open(self.url())?);
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let root_cert = std::fs::read(&tls.ca_cert).context("reading the test CA")?;
+        Ok(redis::Client::build_with_tls(
+            self.url(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        )?)
     }
 
     /// Where processes inside the namespace (guests on its bridge) connect:
@@ -210,7 +279,7 @@ impl RedisServer {
 
     /// A blocking connection, for test assertions.
     pub fn connection(&self) -> Result<redis::Connection> {
-        Ok(redis::Client::open(self.url())?.get_connection()?)
+        Ok(self.client()?.get_connection()?)
     }
 }
 
