@@ -25,13 +25,15 @@ pub enum WgBackend {
     Kernel,
     /// The UAPI socket of a userspace implementation such as `wireguard-go` (tests, no module).
     Userspace,
+    /// Netlink to the AmneziaWG kernel module (`amneziawg` family): obfuscated WireGuard.
+    AmneziaWg,
 }
 
 impl WgBackend {
     /// The most peers one interface holds: wireguard-go's `MaxPeers` (65,536), kernel 2^20.
     pub fn max_peers(self) -> usize {
         match self {
-            WgBackend::Kernel => 1 << 20,
+            WgBackend::Kernel | WgBackend::AmneziaWg => 1 << 20,
             WgBackend::Userspace => 1 << 16,
         }
     }
@@ -43,7 +45,10 @@ impl std::str::FromStr for WgBackend {
         match s {
             "kernel" => Ok(Self::Kernel),
             "userspace" => Ok(Self::Userspace),
-            other => Err(format!("expected `kernel` or `userspace`, got {other:?}")),
+            "amneziawg" => Ok(Self::AmneziaWg),
+            other => Err(format!(
+                "expected `kernel`, `userspace` or `amneziawg`, got {other:?}"
+            )),
         }
     }
 }

@@ -9,13 +9,14 @@
 //! # Layout
 //!
 //! - [`config`]: one `Config`, defaults, TOML file, environment overrides.
-//! - [`wireguard`]: the `WireGuard` trait, its `wireguard-control` and in-memory implementations,
-//!   chunked application of changes.
+//! - [`wireguard`]: the `WireGuard` trait, its `wireguard-control`, AmneziaWG-netlink and
+//!   in-memory implementations, chunked application of changes.
 //! - [`consumer`]: consumer group, reads (pending first), acks, dead letters.
 //! - [`snapshot`]: the node's desired state, read atomically and parsed strictly.
 //! - [`policy`]: what the node agrees to apply (client host routes of its subnet, unique
 //!   addresses, a peer limit), whoever asks.
 //! - [`reconcile`]: snapshot vs. interface → the minimal list of changes.
+//! - [`interface`]: the interface's protocol and AmneziaWG parameters vs. the node's spec.
 //! - [`agent`]: the loop: sessions, revision logic, acknowledgement rules.
 //! - [`report`]: heartbeats and per-peer stats on the node's feedback stream; the node lease.
 //! - [`lease`]: one agent per node applies changes (a token key renewed without scripts).
@@ -29,6 +30,7 @@ pub mod agent;
 pub mod config;
 pub mod consumer;
 pub mod http;
+pub mod interface;
 pub mod lease;
 pub mod metrics;
 pub mod policy;
@@ -48,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::NodeAgent;
 use crate::metrics::{Metrics, SharedStatus, Status};
 use crate::report::Reporter;
+use crate::wireguard::amneziawg::AmneziaWireGuard;
 use crate::wireguard::control::ControlWireGuard;
 use crate::wireguard::{WgError, WireGuard};
 
@@ -67,10 +70,10 @@ pub enum AgentError {
 
 /// Runs the agent against the configured interface until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let wg = Arc::new(ControlWireGuard::new(
-        &config.wg_interface,
-        config.wg_backend,
-    )?);
+    let wg: Arc<dyn WireGuard> = match config.wg_backend {
+        WgBackend::AmneziaWg => Arc::new(AmneziaWireGuard::new(&config.wg_interface)),
+        backend => Arc::new(ControlWireGuard::new(&config.wg_interface, backend)?),
+    };
     let listener = TcpListener::bind(config.metrics_addr)
         .await
         .map_err(|source| AgentError::Bind {

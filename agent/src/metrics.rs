@@ -28,6 +28,8 @@ pub struct Metrics {
     pub snapshot_stale: Gauge,
     pub snapshot_refused: Gauge,
     pub lease_held: Gauge,
+    pub interface_corrections: Counter,
+    pub interface_protocol_mismatch: Gauge,
     registry: Registry,
 }
 
@@ -50,6 +52,8 @@ impl Metrics {
             snapshot_stale: Gauge::default(),
             snapshot_refused: Gauge::default(),
             lease_held: Gauge::default(),
+            interface_corrections: Counter::default(),
+            interface_protocol_mismatch: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -123,6 +127,17 @@ impl Metrics {
             "lease_held",
             "1 while this agent holds the node lease; 0 while another agent does (standby)",
             m.lease_held.clone(),
+        );
+        registry.register(
+            "interface_corrections",
+            "Reconciles that found the interface's AmneziaWG parameters differing from the node's \
+             profile and set them again",
+            m.interface_corrections.clone(),
+        );
+        registry.register(
+            "interface_protocol_mismatch",
+            "1 while the node's published protocol is not the one the agent drives: nothing applied",
+            m.interface_protocol_mismatch.clone(),
         );
         Self { registry, ..m }
     }

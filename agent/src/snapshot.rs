@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use pvpn_common::obfuscation::InterfaceSpec;
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{WireError, decode_snapshot_peer};
 use pvpn_common::{NodeName, PeerSpec, PublicKey};
@@ -45,6 +46,9 @@ pub struct Snapshot {
     pub untouchable: BTreeSet<PublicKey>,
     /// One line per malformed entry, for the log.
     pub problems: Vec<String>,
+    /// The node's protocol and AmneziaWG profile, read in the same MULTI; `None` when the relay
+    /// has not written one (a relay from before protocols: the interface is left as it is).
+    pub interface: Option<InterfaceSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,8 @@ pub enum SnapshotError {
     BadRevision(String),
     #[error("the node's snapshot epoch {0:?} is not a number")]
     BadEpoch(String),
+    #[error("the node's interface spec is unusable: {0}")]
+    BadInterface(String),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
 }
@@ -66,8 +72,13 @@ pub async fn read(
     node: &NodeName,
 ) -> Result<Snapshot, SnapshotError> {
     let revision_key = keys.node_revision(node);
-    type Reply = (HashMap<Vec<u8>, Vec<u8>>, Option<String>, Option<String>);
-    let (fields, revision, epoch): Reply = redis::pipe()
+    type Reply = (
+        HashMap<Vec<u8>, Vec<u8>>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let (fields, revision, epoch, interface): Reply = redis::pipe()
         .atomic()
         .cmd("HGETALL")
         .arg(keys.node_peers(node))
@@ -75,6 +86,8 @@ pub async fn read(
         .arg(&revision_key)
         .cmd("GET")
         .arg(keys.node_epoch(node))
+        .cmd("GET")
+        .arg(keys.node_interface(node))
         .query_async(conn)
         .await?;
     let revision = revision.ok_or(SnapshotError::Missing(revision_key))?;
@@ -86,7 +99,18 @@ pub async fn read(
             .parse()
             .map_err(|_| SnapshotError::BadEpoch(text.chars().take(40).collect()))?,
     };
+    snapshot.interface = interface.as_deref().map(parse_interface).transpose()?;
     Ok(snapshot)
+}
+
+/// Parses and validates the interface spec; an unusable one stops the reconcile (nothing is
+/// applied), since peers without the right profile would leave every client unable to connect.
+pub fn parse_interface(text: &str) -> Result<InterfaceSpec, SnapshotError> {
+    let spec: InterfaceSpec =
+        serde_json::from_str(text).map_err(|e| SnapshotError::BadInterface(format!("{e}")))?;
+    spec.validate()
+        .map_err(|e| SnapshotError::BadInterface(e.to_string()))?;
+    Ok(spec)
 }
 
 /// Parses the raw hash and revision text.
@@ -189,6 +213,22 @@ mod tests {
         );
         assert!(applied.accepts(at(101, 20)));
         assert!(at(0, 3).accepts(at(0, 3)), "no epochs yet");
+    }
+
+    #[test]
+    fn interface_specs_are_validated() {
+        let profile = pvpn_common::obfuscation::AwgProfile::generate();
+        let good = InterfaceSpec::amneziawg(profile);
+        let text = serde_json::to_string(&good).unwrap();
+        assert_eq!(parse_interface(&text).unwrap(), good);
+        let mut bad = good;
+        bad.amneziawg = None;
+        let text = serde_json::to_string(&bad).unwrap();
+        assert!(matches!(
+            parse_interface(&text),
+            Err(SnapshotError::BadInterface(_))
+        ));
+        assert!(parse_interface("{nope").is_err());
     }
 
     #[test]

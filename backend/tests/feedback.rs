@@ -106,6 +106,7 @@ async fn heartbeats_and_stats_are_stored() {
             added: 1,
             removed: 2,
             updated: 0,
+            interface_corrected: false,
         }),
     });
     // Wait for the consumer's group, then feed: bad entries first, a good one after them.

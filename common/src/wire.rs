@@ -179,6 +179,9 @@ pub struct ReconcileReport {
     pub added: u32,
     pub removed: u32,
     pub updated: u32,
+    /// The interface's AmneziaWG parameters differed from the node's profile and were set again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interface_corrected: bool,
 }
 
 /// An agent's periodic "I am alive and this is where I am".
@@ -349,6 +352,7 @@ mod tests {
                 added: 1,
                 removed: 0,
                 updated: 0,
+                interface_corrected: false,
             }),
         });
         let stats = Feedback::Stats {

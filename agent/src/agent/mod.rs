@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pvpn_common::NodeName;
 use pvpn_common::backoff::Backoff;
+use pvpn_common::obfuscation::InterfaceSpec;
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{ReconcileReport, ReconcileTrigger};
 use redis::aio::MultiplexedConnection;
@@ -23,10 +24,13 @@ mod entry;
 use batch::Batch;
 
 use crate::consumer::{Entry, ReadFrom, StreamConsumer, is_stream_lost};
+use crate::interface::{self, InterfaceError, InterfaceOutcome};
 use crate::metrics::{Metrics, SharedStatus, lock};
 use crate::policy::{AddressBook, PeerPolicy};
 use crate::snapshot::{self, Position, SnapshotError};
-use crate::wireguard::{MAX_CHANGES_PER_UPDATE, PeerChange, WgError, WireGuard, apply_in_chunks};
+use crate::wireguard::{
+    MAX_CHANGES_PER_UPDATE, ObfuscationParams, PeerChange, WgError, WireGuard, apply_in_chunks,
+};
 use crate::{reconcile, redis_conn};
 
 /// Longest single blocking read; the loop wakes at least this often to check timers.
@@ -53,6 +57,9 @@ pub enum SessionError {
     /// The snapshot breaks the node's rules ([`crate::policy`]); nothing of it was applied.
     #[error("snapshot refused, the interface keeps its peers: {0}")]
     RefusedSnapshot(String),
+    /// The node's protocol is not the one this agent drives; nothing was applied.
+    #[error("{0}")]
+    WrongProtocol(String),
     #[error(transparent)]
     WireGuard(#[from] WgError),
     /// Another agent took the node lease: this one stops applying.
@@ -69,6 +76,7 @@ impl SessionError {
             SessionError::BadSnapshot(_) => "snapshot unreadable",
             SessionError::StaleSnapshot { .. } => "snapshot stale",
             SessionError::RefusedSnapshot(_) => "snapshot refused",
+            SessionError::WrongProtocol(_) => "interface protocol mismatch",
             SessionError::WireGuard(_) => "interface failing",
             SessionError::Standby => "standby",
         }
@@ -79,9 +87,9 @@ impl From<SnapshotError> for SessionError {
     fn from(e: SnapshotError) -> Self {
         match e {
             SnapshotError::Missing(_) => SessionError::SnapshotMissing(e.to_string()),
-            SnapshotError::BadRevision(_) | SnapshotError::BadEpoch(_) => {
-                SessionError::BadSnapshot(e.to_string())
-            }
+            SnapshotError::BadRevision(_)
+            | SnapshotError::BadEpoch(_)
+            | SnapshotError::BadInterface(_) => SessionError::BadSnapshot(e.to_string()),
             SnapshotError::Redis(e) => SessionError::Redis(e),
         }
     }
@@ -117,6 +125,9 @@ pub struct NodeAgent {
     next_periodic: Instant,
     /// Delays between sessions, and the kind of failure being retried (logged once per change).
     backoff: Backoff,
+    /// The drifted AmneziaWG parameters last logged, so a drift that keeps coming back is logged
+    /// once (the metric counts every correction).
+    interface_drift_logged: Option<ObfuscationParams>,
 }
 
 impl NodeAgent {
@@ -157,6 +168,7 @@ impl NodeAgent {
             pending_reconcile: Some(ReconcileTrigger::Startup),
             next_periodic: Instant::now() + config.reconcile_interval,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+            interface_drift_logged: None,
         }
     }
 
@@ -306,6 +318,7 @@ impl NodeAgent {
             return Err(SessionError::RefusedSnapshot(refusal.to_string()));
         }
         self.metrics.snapshot_refused.set(0);
+        let interface_corrected = self.converge_interface(snapshot.interface).await?;
         let actual = blocking(&self.wg, |wg| wg.read_peers()).await?;
         let plan = reconcile::plan(&snapshot, &actual);
         self.apply(plan.changes).await?;
@@ -328,6 +341,7 @@ impl NodeAgent {
             added: plan.added,
             removed: plan.removed,
             updated: plan.updated,
+            interface_corrected,
         };
         tracing::info!(
             ?trigger,
@@ -346,6 +360,58 @@ impl NodeAgent {
         self.pending_reconcile = None;
         self.next_periodic = Instant::now() + self.reconcile_interval;
         Ok(report)
+    }
+
+    /// Brings the interface's protocol parameters to the node's spec before any peer is touched:
+    /// a protocol the agent cannot drive fails the reconcile with nothing applied; drifted
+    /// AmneziaWG parameters are logged (once per drifted state), counted and set back. Returns
+    /// whether they were.
+    async fn converge_interface(
+        &mut self,
+        spec: Option<InterfaceSpec>,
+    ) -> Result<bool, SessionError> {
+        let Some(spec) = spec else {
+            return Ok(false);
+        };
+        let want = match blocking_interface(&self.wg, move |wg| interface::desired(wg, &spec)).await
+        {
+            Ok(want) => want,
+            Err(InterfaceError::WrongProtocol { wanted, driven }) => {
+                self.metrics.interface_protocol_mismatch.set(1);
+                return Err(SessionError::WrongProtocol(
+                    InterfaceError::WrongProtocol { wanted, driven }.to_string(),
+                ));
+            }
+            Err(InterfaceError::WireGuard(e)) => return Err(e.into()),
+        };
+        self.metrics.interface_protocol_mismatch.set(0);
+        let Some(want) = want else {
+            return Ok(false);
+        };
+        if !*self.lease.borrow() {
+            return Err(SessionError::Standby);
+        }
+        let outcome = blocking_interface(&self.wg, move |wg| interface::converge(wg, &want))
+            .await
+            .map_err(|e| match e {
+                InterfaceError::WireGuard(e) => SessionError::WireGuard(e),
+                other => SessionError::WrongProtocol(other.to_string()),
+            })?;
+        match outcome {
+            InterfaceOutcome::Matches => Ok(false),
+            InterfaceOutcome::Corrected { found } => {
+                self.metrics.interface_corrections.inc();
+                if self.interface_drift_logged != Some(found) {
+                    tracing::warn!(
+                        ?found,
+                        wanted = ?want,
+                        "the interface's AmneziaWG parameters differ from the node's profile; set again"
+                    );
+                    self.interface_drift_logged = Some(found);
+                }
+                Ok(true)
+            }
+        }
     }
 
     async fn apply(&self, changes: Vec<PeerChange>) -> Result<(), SessionError> {
@@ -390,7 +456,8 @@ impl NodeAgent {
             SessionError::SnapshotMissing(_)
             | SessionError::BadSnapshot(_)
             | SessionError::StaleSnapshot { .. }
-            | SessionError::RefusedSnapshot(_) => {}
+            | SessionError::RefusedSnapshot(_)
+            | SessionError::WrongProtocol(_) => {}
         }
         let retry = self.backoff.fail(kind);
         if retry.is_news() {
@@ -409,6 +476,17 @@ impl NodeAgent {
             .set(i64::try_from(revision).unwrap_or(i64::MAX));
         lock(&self.status).applied_revision = revision;
     }
+}
+
+/// [`blocking`] for the interface-spec calls, whose errors say more than [`WgError`].
+async fn blocking_interface<T: Send + 'static>(
+    wg: &Arc<dyn WireGuard>,
+    f: impl FnOnce(&dyn WireGuard) -> Result<T, InterfaceError> + Send + 'static,
+) -> Result<T, InterfaceError> {
+    let wg = Arc::clone(wg);
+    tokio::task::spawn_blocking(move || f(wg.as_ref()))
+        .await
+        .map_err(|e| InterfaceError::WireGuard(WgError::Task(e.to_string())))?
 }
 
 /// Runs a synchronous interface call on the blocking pool. The call runs to completion even if

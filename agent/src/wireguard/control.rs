@@ -36,6 +36,13 @@ impl ControlWireGuard {
         let backend = match backend {
             WgBackend::Kernel => Backend::Kernel,
             WgBackend::Userspace => Backend::Userspace,
+            WgBackend::AmneziaWg => {
+                return Err(WgError::WrongProtocol {
+                    iface: name.to_string(),
+                    speaks: pvpn_common::obfuscation::Protocol::AmneziaWg,
+                    wanted: pvpn_common::obfuscation::Protocol::WireGuard,
+                });
+            }
         };
         Ok(Self { name, backend })
     }

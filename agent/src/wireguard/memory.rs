@@ -1,21 +1,27 @@
 //! An in-memory [`WireGuard`] with the semantics of a real interface, for unit tests of the
 //! agent's logic: upserts replace allowed IPs and keep counters and endpoint, removes are
 //! idempotent, batches larger than a configurable limit are refused like an oversized netlink
-//! message, and a switch makes every call fail like a vanished interface.
+//! message, and a switch makes every call fail like a vanished interface. Made with
+//! [`MemoryWireGuard::amneziawg`] it holds obfuscation parameters like an AmneziaWG interface.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pvpn_common::PublicKey;
+use pvpn_common::obfuscation::Protocol;
 
-use super::{InterfacePeer, MAX_CHANGES_PER_UPDATE, PeerChange, WgError, WireGuard};
+use super::{
+    InterfacePeer, MAX_CHANGES_PER_UPDATE, ObfuscationParams, PeerChange, WgError, WireGuard,
+};
 
 #[derive(Debug)]
 pub struct MemoryWireGuard {
     peers: Mutex<BTreeMap<PublicKey, InterfacePeer>>,
     batch_sizes: Mutex<Vec<usize>>,
     missing: AtomicBool,
+    /// `Some` on an AmneziaWG interface (all zeros until set).
+    obfuscation: Option<Mutex<ObfuscationParams>>,
 }
 
 impl Default for MemoryWireGuard {
@@ -24,6 +30,7 @@ impl Default for MemoryWireGuard {
             peers: Mutex::new(BTreeMap::new()),
             batch_sizes: Mutex::new(Vec::new()),
             missing: AtomicBool::new(false),
+            obfuscation: None,
         }
     }
 }
@@ -31,6 +38,14 @@ impl Default for MemoryWireGuard {
 impl MemoryWireGuard {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An AmneziaWG interface whose obfuscation parameters nobody set yet.
+    pub fn amneziawg() -> Self {
+        Self {
+            obfuscation: Some(Mutex::new(ObfuscationParams::default())),
+            ..Self::default()
+        }
     }
 
     /// Makes the interface disappear (`true`) or come back (`false`).
@@ -118,5 +133,35 @@ impl WireGuard for MemoryWireGuard {
             }
         }
         Ok(())
+    }
+
+    fn protocol(&self) -> Protocol {
+        match self.obfuscation {
+            Some(_) => Protocol::AmneziaWg,
+            None => Protocol::WireGuard,
+        }
+    }
+
+    fn read_obfuscation(&self) -> Result<Option<ObfuscationParams>, WgError> {
+        self.check_exists()?;
+        Ok(self
+            .obfuscation
+            .as_ref()
+            .map(|p| *p.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    fn set_obfuscation(&self, params: &ObfuscationParams) -> Result<(), WgError> {
+        self.check_exists()?;
+        match &self.obfuscation {
+            Some(held) => {
+                *held.lock().unwrap_or_else(|e| e.into_inner()) = *params;
+                Ok(())
+            }
+            None => Err(WgError::WrongProtocol {
+                iface: "memory".into(),
+                speaks: Protocol::WireGuard,
+                wanted: Protocol::AmneziaWg,
+            }),
+        }
     }
 }

@@ -2,17 +2,21 @@
 //!
 //! The [`WireGuard`] trait is the seam between the agent's logic (diffing, revisions, chunking)
 //! and the interface. [`control::ControlWireGuard`] implements it with `wireguard-control`
-//! (netlink on a real node, the UAPI socket of `wireguard-go` in tests); [`memory::MemoryWireGuard`]
-//! implements it in memory so the logic can be unit-tested.
+//! (netlink on a real node, the UAPI socket of `wireguard-go` in tests);
+//! [`amneziawg::AmneziaWireGuard`] implements it for kernel AmneziaWG over its own netlink family,
+//! including the obfuscation parameters; [`memory::MemoryWireGuard`] implements it in memory so
+//! the logic can be unit-tested.
 //!
 //! Both implementations are synchronous: async callers go through `spawn_blocking`.
 
+pub mod amneziawg;
 pub mod control;
 pub mod memory;
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use pvpn_common::obfuscation::{AwgProfile, Protocol};
 use pvpn_common::{PeerSpec, PublicKey};
 
 /// Most peer changes sent to the interface in one device update. Kernel netlink messages are
@@ -66,6 +70,12 @@ pub enum WgError {
     },
     #[error("the interface refused a batch of {size} changes (limit {limit})")]
     BatchTooLarge { size: usize, limit: usize },
+    #[error("interface {iface} speaks {speaks}, which has no {wanted} parameters")]
+    WrongProtocol {
+        iface: String,
+        speaks: Protocol,
+        wanted: Protocol,
+    },
     #[error("the blocking WireGuard task failed: {0}")]
     Task(String),
 }
@@ -82,6 +92,55 @@ pub trait WireGuard: Send + Sync + 'static {
     /// creates the interface. Callers keep batches at most [`MAX_CHANGES_PER_UPDATE`] long
     /// (see [`apply_in_chunks`]).
     fn apply(&self, changes: &[PeerChange]) -> Result<(), WgError>;
+
+    /// The protocol this implementation drives.
+    fn protocol(&self) -> Protocol {
+        Protocol::WireGuard
+    }
+
+    /// The interface's obfuscation parameters; `None` for plain WireGuard, which has none.
+    fn read_obfuscation(&self) -> Result<Option<ObfuscationParams>, WgError> {
+        Ok(None)
+    }
+
+    /// Sets every obfuscation parameter at once; plain WireGuard refuses.
+    fn set_obfuscation(&self, _params: &ObfuscationParams) -> Result<(), WgError> {
+        Err(WgError::WrongProtocol {
+            iface: String::new(),
+            speaks: self.protocol(),
+            wanted: Protocol::AmneziaWg,
+        })
+    }
+}
+
+/// An AmneziaWG interface's obfuscation parameters as the module holds them: `H1`–`H4` in its
+/// packed range encoding. An interface nobody configured holds values no valid profile has
+/// (`Jc` 0), so this is not an [`AwgProfile`]; comparing the two goes through `From`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObfuscationParams {
+    pub jc: u16,
+    pub jmin: u16,
+    pub jmax: u16,
+    pub s1: u16,
+    pub s2: u16,
+    pub s3: u16,
+    pub s4: u16,
+    pub h: [u64; 4],
+}
+
+impl From<&AwgProfile> for ObfuscationParams {
+    fn from(p: &AwgProfile) -> Self {
+        Self {
+            jc: p.jc,
+            jmin: p.jmin,
+            jmax: p.jmax,
+            s1: p.s1,
+            s2: p.s2,
+            s3: p.s3,
+            s4: p.s4,
+            h: [p.h1, p.h2, p.h3, p.h4].map(|h| h.to_netlink()),
+        }
+    }
 }
 
 /// Applies `changes` in order, in device updates of at most [`MAX_CHANGES_PER_UPDATE`] changes.
