@@ -21,12 +21,14 @@
 //! - [`lease`]: one agent per node applies changes (a token key renewed without scripts).
 //! - [`http`] and [`metrics`]: `/healthz`, `/metrics`, shared status.
 //! - [`redis_conn`]: connections with the right timeouts.
+//! - [`heap`]: freed memory handed back after reads of a whole interface or snapshot.
 //!
 //! Retry delays come from [`pvpn_common::backoff`]; shutdown is one `CancellationToken`.
 
 pub mod agent;
 pub mod config;
 pub mod consumer;
+pub mod heap;
 pub mod http;
 pub mod lease;
 pub mod metrics;
