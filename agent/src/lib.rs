@@ -23,12 +23,14 @@
 //! - [`http`] and [`metrics`]: `/healthz`, `/metrics`, shared status.
 //! - [`redis_conn`]: the Redis client (TLS with the configured CA) and connections with the right
 //!   timeouts.
+//! - [`heap`]: freed memory handed back after reads of a whole interface or snapshot.
 //!
 //! Retry delays come from [`pvpn_common::backoff`]; shutdown is one `CancellationToken`.
 
 pub mod agent;
 pub mod config;
 pub mod consumer;
+pub mod heap;
 pub mod http;
 pub mod interface;
 pub mod lease;

@@ -29,9 +29,18 @@ Logs go to stderr; RUST_LOG filters them."
 )]
 struct Cli {}
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     Cli::parse();
+    // Before the runtime's threads exist, so none of them gets an arena of its own.
+    pvpn_agent::heap::limit_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

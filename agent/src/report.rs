@@ -1,5 +1,6 @@
 //! Feedback to the backend: a heartbeat every interval (with an expiring key, so a dead node's
-//! heartbeat disappears) and per-peer counters every stats interval.
+//! heartbeat disappears) and per-peer counters every stats interval. The interface is read only
+//! for the counters; heartbeats in between report the peer count of that read.
 //!
 //! Counters are the interface's raw cumulative values; the backend turns them into usage by
 //! adding the difference, or the whole value when a counter went down (interface recreated).
@@ -49,7 +50,9 @@ impl Reporter {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut ticker = tokio::time::interval(self.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut next_stats = Instant::now() + self.stats_interval;
+        // The first tick reads the interface, so the first heartbeat has a peer count.
+        let mut next_stats = Instant::now();
+        let mut peer_count: Option<usize> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
@@ -61,21 +64,33 @@ impl Reporter {
             if !self.refresh_lease(&mut conn).await {
                 continue;
             }
-            let peers = match blocking(&self.wg, |wg| wg.read_peers()).await {
-                Ok(peers) => Some(peers),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot read the interface for the report");
-                    None
+            // The whole interface is read only for stats: at 60,000 peers a read is tens of
+            // megabytes, too much to allocate every heartbeat. Heartbeats in between carry the
+            // peer count of the last read.
+            let peers = if Instant::now() >= next_stats {
+                match blocking(&self.wg, |wg| wg.read_peers()).await {
+                    Ok(peers) => {
+                        next_stats = Instant::now() + self.stats_interval;
+                        peer_count = Some(peers.len());
+                        Some(peers)
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read the interface for the report");
+                        peer_count = None;
+                        None
+                    }
                 }
+            } else {
+                None
             };
-            let send_stats = Instant::now() >= next_stats && peers.is_some();
-            if send_stats {
-                next_stats = Instant::now() + self.stats_interval;
-            }
-            if let Err(e) = self.send(&mut conn, peers.as_deref(), send_stats).await {
+            if let Err(e) = self.send(&mut conn, peers.as_deref(), peer_count).await {
                 self.metrics.redis_errors.inc();
                 tracing::debug!(error = %e, "report not sent");
                 conn = None;
+            }
+            if peers.is_some() {
+                drop(peers);
+                crate::heap::release_freed();
             }
         }
     }
@@ -139,11 +154,12 @@ impl Reporter {
         }
     }
 
+    /// Sends a heartbeat, and the stats of `peers` when the interface was read for them.
     async fn send(
         &self,
         conn: &mut Option<MultiplexedConnection>,
         peers: Option<&[InterfacePeer]>,
-        send_stats: bool,
+        peer_count: Option<usize>,
     ) -> redis::RedisResult<()> {
         if conn.is_none() {
             *conn = Some(redis_conn::commands(&self.redis).await?);
@@ -151,10 +167,10 @@ impl Reporter {
         let Some(conn) = conn.as_mut() else {
             return Ok(());
         };
-        if let Some(peers) = peers {
-            self.metrics.peers.set(peers.len() as i64);
+        if let Some(count) = peer_count {
+            self.metrics.peers.set(count as i64);
         }
-        let heartbeat = self.heartbeat(peers.map(<[_]>::len));
+        let heartbeat = self.heartbeat(peer_count);
         let expiry = self.heartbeat_interval.as_secs().max(1) * 3;
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
@@ -164,7 +180,7 @@ impl Reporter {
             .arg(expiry)
             .ignore();
         self.xadd(&mut pipe, &Feedback::Heartbeat(heartbeat));
-        if let (true, Some(peers)) = (send_stats, peers) {
+        if let Some(peers) = peers {
             self.xadd(&mut pipe, &stats(&self.node, peers));
         }
         pipe.query_async::<()>(conn).await

@@ -359,6 +359,8 @@ impl NodeAgent {
         }
         self.pending_reconcile = None;
         self.next_periodic = Instant::now() + self.reconcile_interval;
+        drop((snapshot, actual));
+        crate::heap::release_freed();
         Ok(report)
     }
 

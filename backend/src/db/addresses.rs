@@ -27,33 +27,30 @@ pub async fn take_lowest(
     first: Ipv4Addr,
     last: Ipv4Addr,
 ) -> sqlx::Result<Option<Ipv4Addr>> {
-    let released: Option<String> = sqlx::query_scalar(
-        "DELETE FROM free_addresses
-         WHERE (node, address) = (SELECT node, address FROM free_addresses
-                                  WHERE node = $1 AND address BETWEEN $2::inet AND $3::inet
-                                  ORDER BY address LIMIT 1)
-         RETURNING host(address)",
-    )
-    .bind(node)
-    .bind(first.to_string())
-    .bind(last.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
-    if released.is_some() {
-        return parse_address(released);
-    }
-    // Below `first` (a cursor from before a narrower range) counts as `first`.
-    let fresh: Option<String> = sqlx::query_scalar(
-        "UPDATE nodes SET next_address = GREATEST(coalesce(next_address, $2::inet), $2::inet) + 1
-         WHERE name = $1 AND GREATEST(coalesce(next_address, $2::inet), $2::inet) <= $3::inet
-         RETURNING host(next_address - 1)",
+    // One statement, one round trip under the node's lock: the cursor moves only when no
+    // released address was taken. Below `first` (a cursor from before a narrower range) counts
+    // as `first`.
+    let taken: Option<String> = sqlx::query_scalar(
+        "WITH released AS (
+             DELETE FROM free_addresses
+             WHERE (node, address) = (SELECT node, address FROM free_addresses
+                                      WHERE node = $1 AND address BETWEEN $2::inet AND $3::inet
+                                      ORDER BY address LIMIT 1)
+             RETURNING address),
+         fresh AS (
+             UPDATE nodes
+             SET next_address = GREATEST(coalesce(next_address, $2::inet), $2::inet) + 1
+             WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM released)
+               AND GREATEST(coalesce(next_address, $2::inet), $2::inet) <= $3::inet
+             RETURNING next_address - 1 AS address)
+         SELECT host(address) FROM released UNION ALL SELECT host(address) FROM fresh",
     )
     .bind(node)
     .bind(first.to_string())
     .bind(last.to_string())
     .fetch_optional(conn)
     .await?;
-    parse_address(fresh)
+    parse_address(taken)
 }
 
 /// Accounts for live devices that a bulk writer inserted with addresses of its own (not taken
