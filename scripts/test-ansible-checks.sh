@@ -21,8 +21,22 @@ log "permissions of secrets"
 check_mode "$backend" /etc/pvpn/backend.env "600 root"
 check_mode "$backend" /etc/redis/users.acl "600 redis"
 check_mode "$backend" /usr/local/sbin/pvpnctl "700 root"
+check_mode "$backend" /etc/redis/tls/ca.key "600 root"
+check_mode "$backend" /etc/redis/tls/server.key "640 root"
+[ "$(in_root "$backend" stat -c '%G' /etc/redis/tls/server.key)" = redis ] || fail "Redis cannot read its TLS key (group redis)"
+check_mode "$backend" /etc/redis/tls "750 root"
+check_mode "$backend" /etc/pvpn/redis-ca.crt "644 root"
 for node in nl-1 de-1; do
     check_mode "$work/$node" /etc/pvpn/agent.env "600 root"
+    check_mode "$work/$node" /etc/pvpn/redis-ca.crt "644 root"
+    cmp -s "$backend/etc/redis/tls/ca.crt" "$work/$node/etc/pvpn/redis-ca.crt" \
+        || fail "$node does not trust the backend host's Redis CA (its redis-ca.crt differs)"
+    # The private keys stay on the backend host.
+    for key in ca.key server.key; do
+        body=$(sed -n 2p "$backend/etc/redis/tls/$key")
+        leaks=$(grep -rlF -- "$body" "$work/$node/etc" "$work/$node/var" 2>/dev/null || true)
+        [ -z "$leaks" ] || fail "the backend host's $key leaked to $node: $leaks"
+    done
     check_mode "$work/$node" /etc/wireguard "700 root"
     check_mode "$work/$node" /etc/wireguard/wg0.key "600 root"
     check_mode "$work/$node" /etc/wireguard/wg0.conf "600 root"
@@ -32,9 +46,11 @@ grep -q "$redis_backend_password" "$backend/etc/redis/users.acl" \
 
 log "env files carry the contract's variables"
 check_contains "$backend/etc/pvpn/backend.env" "DATABASE_URL='postgres://$db_user:" "DATABASE_URL"
-check_contains "$backend/etc/pvpn/backend.env" "REDIS_URL='redis://pvpn-backend:" "REDIS_URL"
+check_contains "$backend/etc/pvpn/backend.env" "REDIS_URL='rediss://pvpn-backend:" "REDIS_URL over TLS"
+check_contains "$backend/etc/pvpn/backend.env" "PVPN_REDIS_CA_FILE='/etc/pvpn/redis-ca.crt'" "the Redis CA"
+check_contains "$work/de-1/etc/pvpn/agent.env" "PVPN_REDIS_CA_FILE='/etc/pvpn/redis-ca.crt'" "the Redis CA"
 check_contains "$backend/etc/pvpn/backend.env" "PVPN_ADMIN_IDS='1001'" "PVPN_ADMIN_IDS"
-check_contains "$work/nl-1/etc/pvpn/agent.env" "REDIS_URL='redis://pvpn-agent-nl-1:$redis_nl_password@127.0.0.1:6379/0'" "nl-1's own REDIS_URL"
+check_contains "$work/nl-1/etc/pvpn/agent.env" "REDIS_URL='rediss://pvpn-agent-nl-1:$redis_nl_password@127.0.0.1:6379/0'" "nl-1's own REDIS_URL, over TLS"
 check_contains "$work/nl-1/etc/pvpn/agent.env" "PVPN_SUBNET='10.66.0.0/22'" "nl-1's client subnet"
 check_contains "$backend/etc/redis/redis.conf" "maxmemory 512mb" "a memory limit"
 check_contains "$backend/etc/redis/redis.conf" "maxmemory-policy noeviction" "noeviction"
@@ -153,18 +169,40 @@ for node in nl-1 de-1; do
     check_user "$work/$node" pvpn-agent
 done
 
+log "Redis: TLS only, with a certificate from the backend host's own CA"
+conf=$backend/etc/redis/redis.conf
+tls=$backend/etc/redis/tls
+for line in 'port 0' 'tls-port 6379' 'tls-cert-file /etc/redis/tls/server.crt' \
+    'tls-key-file /etc/redis/tls/server.key' 'tls-auth-clients no'; do
+    grep -qxF -- "$line" "$conf" || fail "redis.conf lacks '$line'"
+done
+[ "$(grep -cE '^port ' "$conf")" -eq 1 ] || fail "redis.conf opens a plain-TCP port: $(grep -E '^port ' "$conf")"
+openssl verify -CAfile "$tls/ca.crt" "$tls/server.crt" >/dev/null || fail "the Redis certificate is not signed by the backend host's CA"
+san=$(openssl x509 -in "$tls/server.crt" -noout -ext subjectAltName)
+grep -qF 'IP Address:127.0.0.1' <<<"$san" && grep -qF 'DNS:localhost' <<<"$san" && grep -qF 'DNS:redis.pvpn.test' <<<"$san" \
+    || fail "the Redis certificate does not name 127.0.0.1, localhost and pvpn_redis_tls_names: $san"
+openssl x509 -in "$tls/ca.crt" -noout -ext basicConstraints | grep -qF 'CA:TRUE' || fail "the Redis CA is not a CA"
+
 log "Redis: the rendered configuration and ACL file in a throwaway redis-server"
 redis_dir=$work/redis
 mkdir "$redis_dir"
 redis_port=$(free_port)
-redis-server "$backend/etc/redis/redis.conf" --port "$redis_port" --bind 127.0.0.1 \
+# The rendered configuration as is (port 0: no plain TCP), but on a free TLS port and with the
+# paths of the backend root's files.
+redis-server "$conf" --tls-port "$redis_port" --bind 127.0.0.1 \
+    --tls-cert-file "$tls/server.crt" --tls-key-file "$tls/server.key" --tls-ca-cert-file "$tls/ca.crt" \
     --aclfile "$backend/etc/redis/users.acl" --dir "$redis_dir" --logfile "$redis_dir/redis.log" \
     --pidfile "$redis_dir/redis.pid" --supervised no --daemonize no &
 redis_pid=$!
+backend_ca=$backend/etc/pvpn/redis-ca.crt
 for _ in $(seq 1 50); do
-    redis-cli -p "$redis_port" ping 2>/dev/null | grep -q NOAUTH && break
+    redis-cli --tls --cacert "$backend_ca" -p "$redis_port" ping 2>/dev/null | grep -q NOAUTH && break
     sleep 0.1
 done
+listening=$(ss -Hltnp | grep -F "pid=$redis_pid," | awk '{print $4}' | sort | tr '\n' ' ')
+[ "$listening" = "127.0.0.1:$redis_port " ] || fail "redis-server listens on '$listening', expected only its TLS port 127.0.0.1:$redis_port"
+plain=$(timeout 5 redis-cli -p "$redis_port" ping 2>&1 || true)
+grep -qE 'PONG|NOAUTH' <<<"$plain" && fail "Redis answered plain TCP on its TLS port: $plain"
 [ -d "$redis_dir/appendonlydir" ] || fail "Redis runs without its append-only file (persistence must be on): $(cat "$redis_dir/redis.log")"
 
 url_of() { # env file -> its REDIS_URL on the throwaway port
@@ -175,12 +213,12 @@ nl_url=$(url_of "$work/nl-1/etc/pvpn/agent.env")
 de_url=$(url_of "$work/de-1/etc/pvpn/agent.env")
 expect() { # url pattern command... (several commands on one connection: pass them on stdin)
     local url=$1 pattern=$2 out; shift 2
-    out=$(redis-cli --no-auth-warning -u "$url" "$@" 2>&1)
-    grep -qE -- "$pattern" <<<"$out" || fail "redis: '$*' as $(sed 's|redis://\([^:@]*\).*|\1|' <<<"$url") answered '$out', expected /$pattern/"
+    out=$(redis-cli --no-auth-warning --cacert "$backend_ca" -u "$url" "$@" 2>&1)
+    grep -qE -- "$pattern" <<<"$out" || fail "redis: '$*' as $(sed 's|rediss://\([^:@]*\).*|\1|' <<<"$url") answered '$out', expected /$pattern/"
 }
 expect_transaction() { # url pattern <<<MULTI ... EXEC: every command queued, none refused
     local url=$1 pattern=$2 out
-    out=$(redis-cli --no-auth-warning -u "$url" 2>&1)
+    out=$(redis-cli --no-auth-warning --cacert "$backend_ca" -u "$url" 2>&1)
     if grep -qE -- "$pattern" <<<"$out" && grep -q QUEUED <<<"$out" && ! grep -qE 'NOPERM|ERR' <<<"$out"; then
         return 0
     fi
@@ -267,9 +305,9 @@ expect "$de_url" 'NOPERM' GET 'pvpn:{nl}:epoch'
 expect "$backend_url" '^OK$' XGROUP CREATE 'pvpn:{nl}:events' agent:nl-2 '$'
 expect "$nl_url" '^[0-9]+$' XACK 'pvpn:{nl}:events' agent:nl-2 0-1
 # No anonymous access, no wrong passwords.
-expect "redis://127.0.0.1:$redis_port/0" 'NOAUTH' PING
-expect "redis://pvpn-agent-nl-1:wrong-password-0000@127.0.0.1:$redis_port/0" 'WRONGPASS' PING
-expect "redis://pvpn-agent-nl-1:$redis_de_password@127.0.0.1:$redis_port/0" 'WRONGPASS' PING
+expect "rediss://127.0.0.1:$redis_port/0" 'NOAUTH' PING
+expect "rediss://pvpn-agent-nl-1:wrong-password-0000@127.0.0.1:$redis_port/0" 'WRONGPASS' PING
+expect "rediss://pvpn-agent-nl-1:$redis_de_password@127.0.0.1:$redis_port/0" 'WRONGPASS' PING
 
 log "the real pvpn-backend, with the backend host's env file, works as its ACL user"
 # Its DATABASE_URL already names the test database; only the Redis port is swapped in.
@@ -279,14 +317,15 @@ backend_metrics_port=$(free_port)
     # shellcheck disable=SC1091
     . "$backend/etc/pvpn/backend.env"
     set +a
-    REDIS_URL=$backend_url PVPN_METRICS_ADDR=127.0.0.1:$backend_metrics_port exec "$work/bin/pvpn-backend"
+    REDIS_URL=$backend_url PVPN_REDIS_CA_FILE=$backend$PVPN_REDIS_CA_FILE \
+        PVPN_METRICS_ADDR=127.0.0.1:$backend_metrics_port exec "$work/bin/pvpn-backend"
 ) >"$work/backend.log" 2>&1 &
 backend_pid=$!
 backend_ok=""
 for _ in $(seq 1 100); do
     # With Redis empty of its epochs, the backend republishes every node's snapshot from PostgreSQL.
-    if [ "$(redis-cli --no-auth-warning -u "$backend_url" EXISTS 'pvpn:{nl}:epoch' 'pvpn:{de}:epoch')" = 2 ] \
-        && [ "$(redis-cli --no-auth-warning -u "$backend_url" GET 'pvpn:{de}:node:de-1:revision')" = 0 ]; then
+    if [ "$(redis-cli --no-auth-warning --cacert "$backend_ca" -u "$backend_url" EXISTS 'pvpn:{nl}:epoch' 'pvpn:{de}:epoch')" = 2 ] \
+        && [ "$(redis-cli --no-auth-warning --cacert "$backend_ca" -u "$backend_url" GET 'pvpn:{de}:node:de-1:revision')" = 0 ]; then
         backend_ok=1
         break
     fi
@@ -320,7 +359,8 @@ metrics_port=$(free_port)
     # shellcheck disable=SC1091
     . "$work/nl-1/etc/pvpn/agent.env"
     set +a
-    REDIS_URL=$nl_url PVPN_WG_INTERFACE=$wg_iface PVPN_WG_BACKEND=userspace \
+    REDIS_URL=$nl_url PVPN_REDIS_CA_FILE=$work/nl-1$PVPN_REDIS_CA_FILE \
+        PVPN_WG_INTERFACE=$wg_iface PVPN_WG_BACKEND=userspace \
         PVPN_METRICS_ADDR=127.0.0.1:$metrics_port PVPN_HEARTBEAT_INTERVAL_SECS=1 \
         exec "$work/bin/pvpn-agent"
 ) >"$work/agent.log" 2>&1 &
@@ -328,7 +368,7 @@ agent_pid=$!
 agent_ok=""
 for _ in $(seq 1 100); do
     if wg show "$wg_iface" peers | grep -qxF "$client_key" \
-        && [ -n "$(redis-cli --no-auth-warning -u "$backend_url" GET 'pvpn:{nl}:node:nl-1:heartbeat')" ]; then
+        && [ -n "$(redis-cli --no-auth-warning --cacert "$backend_ca" -u "$backend_url" GET 'pvpn:{nl}:node:nl-1:heartbeat')" ]; then
         agent_ok=1
         break
     fi

@@ -20,7 +20,7 @@ log() { printf '\033[1;34m[test-ansible]\033[0m %s\n' "$*"; }
 fail() { printf '\033[1;31m[test-ansible] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || fail "run as root (debootstrap and chroot need it)"
-for tool in ansible-playbook ansible-lint debootstrap nft systemd-analyze redis-server redis-cli psql wg wireguard-go ip tar flock; do
+for tool in ansible-playbook ansible-lint debootstrap nft systemd-analyze redis-server redis-cli openssl ss psql wg wireguard-go ip tar flock; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing: run scripts/setup.sh"
 done
 
@@ -158,6 +158,7 @@ all:
         backend: {ansible_host: $work/backend}
       vars:
         pvpn_redis_bind: [127.0.0.1]
+        pvpn_redis_tls_names: [redis.pvpn.test]
         pvpn_backend_firewall_redis_clients: [198.18.0.1, 198.18.0.2, "2001:db8::1"]
         pvpn_backend_admin_ids: [1001]
     vpn_nodes:
@@ -235,6 +236,7 @@ expect_failure "pvpn-agent is missing from $work/empty" region.yml --limit nl-1 
 expect_failure "pvpn-backend is missing from $work/empty" backend.yml -e "pvpn_binaries_dir=$work/empty"
 expect_failure "has host bits set" region.yml --limit nl-1 -e pvpn_node_subnet=10.66.0.1/22
 expect_failure "must be /16 to /30" region.yml --limit nl-1 -e pvpn_node_subnet=10.0.0.0/8
+expect_failure "names host names and IP addresses only" backend.yml -e '{"pvpn_redis_tls_names": ["bad name!"]}'
 
 export PVPN_TEST_WORK=$work PVPN_TEST_DB=$db_name
 log "checking the provisioned roots with the real tools"
