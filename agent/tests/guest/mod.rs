@@ -1,6 +1,7 @@
-//! Harness for the agent on kernel WireGuard: a Debian guest under QEMU (pvpn-testkit's `vm`)
-//! running the real `pvpn-agent` binary with `PVPN_WG_BACKEND=kernel`, Redis on the host side
-//! of the guest's bridge, and kernel interfaces created and read with `ip` and `wg` in the guest.
+//! Harness for the agent on kernel WireGuard or AmneziaWG: a Debian guest under QEMU
+//! (pvpn-testkit's `vm`) running the real `pvpn-agent` binary with `PVPN_WG_BACKEND=kernel` or
+//! `amneziawg`, Redis on the host side of the guest's bridge, and kernel interfaces created and
+//! read with `ip` and `wg` (or `awg`, with the module built by `scripts/build-awg.sh`) in the guest.
 
 #![allow(dead_code)]
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use pvpn_common::obfuscation::Protocol;
 use pvpn_common::redis_keys::agent_group;
 use pvpn_common::wire::Heartbeat;
 use pvpn_common::{PeerSpec, PrivateKey, PublicKey};
@@ -32,6 +34,8 @@ pub struct GuestNode {
     pub guest: DebianGuest,
     pub redis: RedisServer,
     pub net: Arc<GuestNetwork>,
+    /// The kind of interface this node's scenarios create, read and hand to the agent.
+    pub protocol: Protocol,
 }
 
 impl GuestNode {
@@ -44,7 +48,41 @@ impl GuestNode {
             "/usr/local/bin/pvpn-agent",
             0o755,
         )?;
-        Ok(Self { guest, redis, net })
+        Ok(Self {
+            guest,
+            redis,
+            net,
+            protocol: Protocol::WireGuard,
+        })
+    }
+
+    /// A booted guest with the AmneziaWG module loaded and `awg`/`awg-quick` installed, whose
+    /// interfaces are AmneziaWG ones.
+    pub fn boot_amneziawg() -> Result<Self> {
+        let build = amneziawg_build()?;
+        let mut node = Self::boot()?;
+        for (file, dest, mode) in [
+            ("amneziawg.ko", "/lib/modules/amneziawg.ko", 0o644),
+            ("awg", "/usr/local/bin/awg", 0o755),
+            ("awg-quick", "/usr/local/bin/awg-quick", 0o755),
+        ] {
+            node.guest.copy_in(&build.join(file), dest, mode)?;
+        }
+        // Its dependencies (crypto, udp_tunnel) are the in-tree WireGuard module's.
+        node.guest.run_ok(
+            "modprobe wireguard && insmod /lib/modules/amneziawg.ko",
+            COMMAND,
+        )?;
+        node.protocol = Protocol::AmneziaWg;
+        Ok(node)
+    }
+
+    /// `wg` or `awg`.
+    pub fn tool(&self) -> &'static str {
+        match self.protocol {
+            Protocol::WireGuard => "wg",
+            Protocol::AmneziaWg => "awg",
+        }
     }
 
     pub fn conn(&self) -> redis::Connection {
@@ -69,14 +107,19 @@ impl GuestNode {
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// Creates a kernel WireGuard interface with `key`, `port` and `address` and brings it up.
+    /// Creates a kernel WireGuard (or AmneziaWG) interface with `key`, `port` and `address` and
+    /// brings it up: what the node's interface unit does, nothing more.
     pub fn create_interface(&self, name: &str, key: &PrivateKey, port: u16, address: &str) {
+        let (kind, tool) = match self.protocol {
+            Protocol::WireGuard => ("wireguard", "wg"),
+            Protocol::AmneziaWg => ("amneziawg", "awg"),
+        };
         let key_file = format!("/run/{name}.key");
         self.guest
             .write_file(&key_file, key.to_base64().as_bytes(), 0o600)
             .expect("writing the private key");
         self.sh(&format!(
-            "ip link add {name} type wireguard && wg set {name} private-key {key_file} \
+            "ip link add {name} type {kind} && {tool} set {name} private-key {key_file} \
              listen-port {port} && rm {key_file} && ip addr add {address} dev {name} && \
              ip link set {name} up"
         ));
@@ -91,7 +134,7 @@ impl GuestNode {
 
     /// The interface's peers by public key, read with `wg show <name> dump` in the guest.
     pub fn peers(&self, iface: &str) -> BTreeMap<PublicKey, DumpPeer> {
-        let text = self.sh(&format!("wg show {iface} dump"));
+        let text = self.sh(&format!("{} show {iface} dump", self.tool()));
         text.lines()
             .skip(1)
             .map(|line| DumpPeer::parse(line).expect("a wg dump line"))
@@ -142,6 +185,10 @@ impl GuestNode {
     /// Starts the agent in the guest on `iface` (a transient systemd unit; SIGTERM stops it).
     pub fn start_agent(&self, iface: &str) -> GuestAgent<'_> {
         let unit = format!("pvpn-agent-{iface}-{}", pvpn_testkit::unique_suffix());
+        let backend = match self.protocol {
+            Protocol::WireGuard => "kernel",
+            Protocol::AmneziaWg => "amneziawg",
+        };
         let env = [
             ("REDIS_URL", self.redis.network_url()),
             // Plain TCP to the host across the test's private bridge (TLS is tested elsewhere).
@@ -150,7 +197,7 @@ impl GuestNode {
             ("PVPN_NODE", NODE.to_string()),
             ("PVPN_SUBNET", SUBNET.to_string()),
             ("PVPN_WG_INTERFACE", iface.to_string()),
-            ("PVPN_WG_BACKEND", "kernel".to_string()),
+            ("PVPN_WG_BACKEND", backend.to_string()),
             ("PVPN_METRICS_ADDR", format!("127.0.0.1:{AGENT_HTTP_PORT}")),
             ("PVPN_HEARTBEAT_INTERVAL_SECS", "1".to_string()),
             ("PVPN_STATS_INTERVAL_SECS", "1".to_string()),
@@ -269,6 +316,28 @@ impl Drop for GuestAgent<'_> {
                 .run(&format!("systemctl stop {}", self.unit), COMMAND);
         }
     }
+}
+
+/// Runs `scripts/build-awg.sh` (cached: builds only when its inputs changed) and returns the
+/// directory holding `amneziawg.ko` for the guest kernel, `awg` and `awg-quick`.
+pub fn amneziawg_build() -> Result<std::path::PathBuf> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-awg.sh");
+    let out = std::process::Command::new(&script)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}); its messages are above",
+            script.display(),
+            out.status
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(std::path::PathBuf::from(
+        stdout.lines().last().unwrap_or_default().trim(),
+    ))
 }
 
 /// Sets `relay`'s snapshot to `peers` at the next revision, without stream entries (what a

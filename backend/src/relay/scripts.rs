@@ -6,7 +6,7 @@
 //! skips a revision the snapshot already holds (a re-run after a crash between Redis and
 //! PostgreSQL publishes nothing twice), and refuses a revision gap or a revision key that is not
 //! a number (both mean the node must be republished from PostgreSQL). The snapshot script writes
-//! the node's hash, revision and a new, higher epoch together.
+//! the node's hash, revision, interface spec and a new, higher epoch together.
 
 use pvpn_common::wire::EVENT_FIELD;
 use redis::Script;
@@ -49,8 +49,8 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', ARGV[7], ARGV[5])
 return 1
 ";
 
-// KEYS: node peers hash, node revision, node epoch. ARGV: revision, proposed epoch (the relay's
-// clock in ms), then public key / peer JSON pairs. The epoch written is the proposed one, or the
+// KEYS: node peers hash, node revision, node epoch, node interface. ARGV: revision, proposed
+// epoch (the relay's clock in ms), the interface spec JSON, then public key / peer JSON pairs. The epoch written is the proposed one, or the
 // previous epoch + 1 if that is higher (a relay clock that went back still raises it); a previous
 // value that is not a sane integer is ignored. Returns the epoch written.
 const SNAPSHOT: &str = r"
@@ -61,7 +61,8 @@ if previous and previous == math.floor(previous) and previous >= epoch and previ
   epoch = previous + 1
 end
 redis.call('DEL', KEYS[1], KEYS[3])
-for i = 3, #ARGV, 2 do
+redis.call('SET', KEYS[4], ARGV[3])
+for i = 4, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('SET', KEYS[2], ARGV[1])
@@ -84,11 +85,13 @@ impl Default for Scripts {
     }
 }
 
-/// The three keys of one node's snapshot.
+/// The keys of one node's snapshot.
 pub struct SnapshotKeys {
     pub peers: String,
     pub revision: String,
     pub epoch: String,
+    /// The node's InterfaceSpec (protocol and AmneziaWG profile), written with the peers.
+    pub interface: String,
 }
 
 impl SnapshotKeys {
@@ -97,6 +100,7 @@ impl SnapshotKeys {
             peers: keys.node_peers(node),
             revision: keys.node_revision(node),
             epoch: keys.node_epoch(node),
+            interface: keys.node_interface(node),
         }
     }
 }
@@ -146,13 +150,14 @@ impl Scripts {
         })
     }
 
-    /// Replaces a node's snapshot hash, sets its revision and raises its epoch, atomically.
-    /// Returns the epoch written.
+    /// Replaces a node's snapshot hash, sets its revision and interface spec and raises its
+    /// epoch, atomically. Returns the epoch written.
     pub async fn write_snapshot(
         &self,
         conn: &mut MultiplexedConnection,
         keys: &SnapshotKeys,
         revision: u64,
+        interface_json: &str,
         peers: &[(String, String)],
     ) -> redis::RedisResult<u64> {
         let proposed = chrono::Utc::now().timestamp_millis().max(1);
@@ -160,8 +165,10 @@ impl Scripts {
         call.key(&keys.peers)
             .key(&keys.revision)
             .key(&keys.epoch)
+            .key(&keys.interface)
             .arg(revision)
-            .arg(proposed);
+            .arg(proposed)
+            .arg(interface_json);
         for (key, json) in peers {
             call.arg(key).arg(json);
         }

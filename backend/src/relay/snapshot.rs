@@ -51,8 +51,17 @@ async fn write_node(
     let revision =
         u64::try_from(row.revision).map_err(|_| RelayError::Data("negative revision".into()))?;
     let keys = SnapshotKeys::new(&RegionKeys::new(region), node);
+    // Plain JSON (the agent's `snapshot::parse_interface`): the spec refuses unknown fields.
+    let interface = serde_json::to_string(&row.interface)
+        .map_err(|e| RelayError::Data(format!("interface spec of {node}: {e}")))?;
     let epoch = scripts
-        .write_snapshot(redis, &keys, revision, &entries)
+        .write_snapshot(
+            redis,
+            &keys,
+            revision,
+            &wire::encode(&row.interface),
+            &entries,
+        )
         .await?;
     let mut tx = pg.begin().await?;
     db::nodes::mark_published(&mut tx, node.as_str(), row.revision).await?;

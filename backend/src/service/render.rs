@@ -1,4 +1,5 @@
-//! The client config of a device: the `wg-quick` file the user imports. Its node side, the
+//! The client config of a device: the `wg-quick` file the user imports (with the node's
+//! AmneziaWG profile for an AmneziaWG node). Its node side, the
 //! peer, is [`pvpn_common::PeerSpec::for_client`].
 
 use std::net::Ipv4Addr;
@@ -38,7 +39,8 @@ pub(crate) fn client_config(
         preshared_key,
         endpoint: &node.endpoint,
         allowed_ips: &allowed_ips,
-        obfuscation: None,
+        // AmneziaWG nodes: the profile the node's interface holds, in the client's [Interface].
+        obfuscation: node.interface.amneziawg.as_ref(),
     }
     .render())
 }

@@ -214,9 +214,9 @@ fn encode_change(change: &PeerChange) -> Vec<u8> {
                 .map(|k| *k.as_bytes())
                 .unwrap_or([0; 32]);
             w.put(peer::PRESHARED_KEY, &psk);
-            w.put_u16(
+            w.put_u32(
                 peer::PERSISTENT_KEEPALIVE_INTERVAL,
-                spec.persistent_keepalive.unwrap_or(0),
+                keepalive_range(spec.persistent_keepalive),
             );
             let ips = w.begin_nest(peer::ALLOWEDIPS);
             for net in &spec.allowed_ips {
@@ -239,6 +239,24 @@ fn encode_change(change: &PeerChange) -> Vec<u8> {
     }
     w.end_nest(nest);
     w.into_bytes()
+}
+
+/// The module's keepalive is a range of seconds (`u16_range_t`: upper bound in the high half,
+/// lower in the low half, 0 for off); the agent sets one value, lower = upper.
+fn keepalive_range(secs: Option<u16>) -> u32 {
+    secs.map_or(0, |s| (u32::from(s) << 16) | u32::from(s))
+}
+
+/// Reads [`keepalive_range`] back. A true range (never set by the agent) reads as `Some(0)`, a
+/// value no spec has, so a reconcile sets the peer's keepalive again.
+fn keepalive_from_range(range: u32) -> Option<u16> {
+    // Truncation is the encoding: each half is one u16.
+    let (low, high) = (range as u16, (range >> 16) as u16);
+    match (low, high) {
+        (0, 0) => None,
+        (low, high) if low == high => Some(low),
+        _ => Some(0),
+    }
 }
 
 /// What a `GET_DEVICE` dump says about the interface.
@@ -309,8 +327,7 @@ fn decode_peer(nest: &Attr<'_>) -> Result<InterfacePeer, NlaError> {
                 peer.spec.preshared_key = (psk != [0; 32]).then(|| PresharedKey::from_bytes(psk));
             }
             peer::PERSISTENT_KEEPALIVE_INTERVAL => {
-                let secs = u16::try_from(attr.uint()?).unwrap_or(u16::MAX);
-                peer.spec.persistent_keepalive = (secs != 0).then_some(secs);
+                peer.spec.persistent_keepalive = keepalive_from_range(attr.u32()?);
             }
             peer::ENDPOINT => peer.endpoint = decode_sockaddr(attr.value),
             peer::LAST_HANDSHAKE_TIME => peer.last_handshake = decode_timespec(&attr)?,

@@ -151,21 +151,6 @@ impl<'a> Attr<'a> {
         Ok(u64::from_ne_bytes(self.exact("8")?))
     }
 
-    /// A small unsigned integer the kernel may send as `u16` or `u32` (the AmneziaWG module
-    /// dumps the keepalive interval as `u32` where WireGuard uses `u16`).
-    pub fn uint(&self) -> Result<u32, NlaError> {
-        match self.value.len() {
-            1 => self.u8().map(u32::from),
-            2 => self.u16().map(u32::from),
-            4 => self.u32(),
-            len => Err(NlaError::Length {
-                kind: self.kind,
-                len,
-                expected: "1, 2 or 4",
-            }),
-        }
-    }
-
     pub fn key(&self) -> Result<[u8; 32], NlaError> {
         self.exact("32")
     }
@@ -236,7 +221,7 @@ mod tests {
         let bytes = w.into_bytes();
         let attr = parse(&bytes).unwrap()[0];
         assert!(matches!(attr.u32(), Err(NlaError::Length { kind: 6, .. })));
-        assert_eq!(attr.uint().unwrap(), 51820);
+        assert_eq!(attr.u16().unwrap(), 51820);
         assert!(parse(&bytes[..5]).is_err(), "a cut attribute");
     }
 }

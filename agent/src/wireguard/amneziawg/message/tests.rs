@@ -138,7 +138,7 @@ fn a_multi_message_kernel_dump_is_coalesced() {
             w.put(peer::LAST_HANDSHAKE_TIME, &ts);
             w.put_u32(
                 peer::PERSISTENT_KEEPALIVE_INTERVAL,
-                s.persistent_keepalive.unwrap_or(0).into(),
+                keepalive_range(s.persistent_keepalive),
             );
             w.put_u64(peer::TX_BYTES, 11);
             w.put_u64(peer::RX_BYTES, 22);
@@ -215,5 +215,18 @@ fn malformed_dumps_are_errors() {
     assert!(
         decode_dump([w.into_bytes().as_slice()]).is_err(),
         "Jc is a u16"
+    );
+}
+
+#[test]
+fn keepalives_are_the_modules_u16_ranges() {
+    assert_eq!(keepalive_range(None), 0);
+    assert_eq!(keepalive_range(Some(25)), (25 << 16) | 25);
+    assert_eq!(keepalive_from_range(keepalive_range(Some(25))), Some(25));
+    assert_eq!(keepalive_from_range(0), None);
+    assert_eq!(
+        keepalive_from_range((30 << 16) | 25),
+        Some(0),
+        "a range is drift"
     );
 }
