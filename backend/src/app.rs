@@ -111,10 +111,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // ── The Telegram bot ────────────────────────────────────────────────────────────────────
     // Runs only when a token is configured; everything above works without it.
     if let Some(token) = &config.telegram_bot_token {
-        let settings = crate::bot::BotSettings::new(
+        let mut settings = crate::bot::BotSettings::new(
             token.expose().to_string(),
             config.telegram_api_url.clone(),
         );
+        settings.blocked_nudge_after = config.blocked_nudge_after;
         let (service, stop) = (service.clone(), shutdown.clone());
         tasks.spawn(async move { ("bot", crate::bot::run(settings, service, stop).await) });
     } else {

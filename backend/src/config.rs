@@ -60,6 +60,9 @@ pub struct Config {
     /// The agents' heartbeat interval; a node is down after three missed heartbeats.
     pub heartbeat_interval: Duration,
     pub expiry_check_interval: Duration,
+    /// A device that never completed a handshake this long after it was issued gets one message
+    /// suggesting an obfuscated region (`PVPN_BLOCKED_NUDGE_AFTER_HOURS`, default 6).
+    pub blocked_nudge_after: Duration,
     /// What loading noticed (a config file others can read); logged by [`Config::load`].
     pub warnings: Vec<ConfigWarning>,
 }
@@ -93,6 +96,11 @@ mod keys {
         "PVPN_EXPIRY_CHECK_INTERVAL_SECS",
     );
 
+    pub const BLOCKED_NUDGE_AFTER: Key = Key::new(
+        "blocked_nudge_after_hours",
+        "PVPN_BLOCKED_NUDGE_AFTER_HOURS",
+    );
+
     pub const ALL: &[Key] = &[
         DATABASE_URL,
         REDIS_URL,
@@ -109,6 +117,7 @@ mod keys {
         STREAM_MAXLEN,
         HEARTBEAT_INTERVAL,
         EXPIRY_CHECK_INTERVAL,
+        BLOCKED_NUDGE_AFTER,
     ];
 }
 
@@ -219,6 +228,11 @@ impl Config {
                     .parse_with(EXPIRY_CHECK_INTERVAL, positive)?
                     .unwrap_or(30),
             ),
+            blocked_nudge_after: source
+                .parse_with(BLOCKED_NUDGE_AFTER, positive)?
+                .map_or(crate::bot::DEFAULT_BLOCKED_NUDGE_AFTER, |hours| {
+                    Duration::from_secs(hours.saturating_mul(3600))
+                }),
             warnings: source.warnings().to_vec(),
         })
     }
@@ -270,16 +284,19 @@ mod tests {
         assert_eq!(c.admin_ids, [1, 2]);
         assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9100");
         assert_eq!(c.stream_maxlen, 100_000);
+        assert_eq!(c.blocked_nudge_after, Duration::from_secs(6 * 3600));
         assert!(c.redis_url.is_none());
         let c = load(
             Some(file),
             &[
                 ("PVPN_ADMIN_IDS", " 5, 6 "),
                 ("DATABASE_URL", "postgres://env"),
+                ("PVPN_BLOCKED_NUDGE_AFTER_HOURS", "12"),
             ],
         )
         .unwrap();
         assert_eq!(c.admin_ids, [5, 6]);
+        assert_eq!(c.blocked_nudge_after, Duration::from_secs(12 * 3600));
         assert_eq!(c.database_url.expose(), "postgres://env");
     }
 

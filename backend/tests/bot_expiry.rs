@@ -11,7 +11,7 @@ use pvpn_backend::service::{Service, ServiceSettings};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_users_are_told_once_and_refused() {
     let env = BotEnv::start(Options {
-        expiry_notice_interval: Duration::from_millis(100),
+        notice_interval: Duration::from_millis(100),
         ..Options::default()
     })
     .await;

@@ -75,6 +75,7 @@ async fn migrations_apply_twice_without_change() {
             "nodes",
             "outbox",
             "regions",
+            "user_notices",
             "users"
         ]
     );

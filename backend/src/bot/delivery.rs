@@ -1,8 +1,7 @@
-//! Sending things to users: a fresh config (document + QR code + instructions), "screens" that
-//! replace the message a button was pressed on, and the periodic expiry notices.
+//! Sending things to users: a fresh config (document + QR code + instructions, for the app its
+//! node's protocol needs) and "screens" that replace the message a button was pressed on.
 
-use std::time::Duration;
-
+use pvpn_common::obfuscation::Protocol;
 use teloxide::ApiError;
 use teloxide::prelude::*;
 use teloxide::types::{InlineKeyboardMarkup, InputFile, MessageId};
@@ -23,15 +22,22 @@ pub(super) async fn send_config(
 ) -> HandlerResult {
     let file_name = file_name_among_siblings(service, chat, &granted.device).await;
     let GrantedDevice { device, config } = granted;
+    // An AmneziaWG config opens only in the AmneziaVPN and AmneziaWG apps: say so, with links.
+    let (caption, qr_caption, instructions) = match device.protocol {
+        Protocol::WireGuard => (t.config_caption(&device), t.qr_caption(), t.instructions()),
+        Protocol::AmneziaWg => (
+            t.awg_config_caption(&device),
+            t.awg_qr_caption(),
+            t.awg_instructions(),
+        ),
+    };
     let text = config.expose();
     let file = InputFile::memory(text.as_bytes().to_vec()).file_name(file_name);
-    bot.send_document(chat, file)
-        .caption(t.config_caption(&device))
-        .await?;
+    bot.send_document(chat, file).caption(caption).await?;
     match qr_png(text) {
         Ok(png) => {
-            bot.send_photo(chat, InputFile::memory(png).file_name("wireguard-qr.png"))
-                .caption(t.qr_caption())
+            bot.send_photo(chat, InputFile::memory(png).file_name("config-qr.png"))
+                .caption(qr_caption)
                 .await?;
         }
         Err(e) => {
@@ -39,7 +45,7 @@ pub(super) async fn send_config(
             bot.send_message(chat, t.qr_failed()).await?;
         }
     }
-    bot.send_message(chat, t.instructions())
+    bot.send_message(chat, instructions)
         .reply_markup(keyboards::main_menu(t))
         .await?;
     Ok(())
@@ -99,30 +105,4 @@ pub(super) async fn show(
     }
     bot.send_message(chat, text).reply_markup(keyboard).await?;
     Ok(())
-}
-
-/// Forever: every `interval`, tells users whose access the expiry scheduler revoked. A notice is
-/// taken from the database once; if sending fails it is logged, not retried.
-pub(super) async fn expiry_notices(bot: TgBot, service: Service, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let notices = match service.take_expiry_notices().await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read expiry notices now");
-                continue;
-            }
-        };
-        for notice in notices {
-            let t = Texts::new(notice.language);
-            if let Err(e) = bot
-                .send_message(ChatId(notice.telegram_id), t.expired_notice())
-                .await
-            {
-                tracing::warn!(telegram_id = notice.telegram_id, error = %e, "expiry notice not delivered");
-            }
-        }
-    }
 }

@@ -72,14 +72,11 @@ pub(super) async fn show_regions(
     if regions.is_empty() {
         return show(bot, chat, at, t.no_regions(), keyboards::back_to_menu(t)).await;
     }
-    show(
-        bot,
-        chat,
-        at,
-        t.choose_region(),
-        keyboards::regions(t, &regions),
-    )
-    .await
+    let mut text = t.choose_region();
+    if regions.iter().any(RegionView::is_obfuscated) {
+        text = format!("{text}\n\n{}", t.obfuscated_legend());
+    }
+    show(bot, chat, at, text, keyboards::regions(t, &regions)).await
 }
 
 /// A region button: remember the region and ask for a name.

@@ -94,3 +94,42 @@ pub fn confirm_reissue(t: Texts, device_id: i64) -> InlineKeyboardMarkup {
         button(t.button_cancel(), CallbackAction::Devices),
     ]])
 }
+
+/// Under the nudge for a device that never connected: a new device in each obfuscated region
+/// (the grant path with the default name), and revoking the device that does not work.
+pub fn blocked_device(
+    t: Texts,
+    device: &DeviceView,
+    obfuscated: &[RegionView],
+) -> InlineKeyboardMarkup {
+    let mut rows: Vec<Vec<InlineKeyboardButton>> = obfuscated
+        .iter()
+        .map(|r| {
+            vec![button(
+                t.button_new_device_in(r),
+                CallbackAction::SkipName(r.code.clone()),
+            )]
+        })
+        .collect();
+    rows.push(vec![button(
+        t.button_revoke(&device.name),
+        CallbackAction::AskRevoke(device.id),
+    )]);
+    InlineKeyboardMarkup::new(rows)
+}
+
+/// Under the notice that a node's configuration changed: re-issue each device (no confirmation
+/// step: its old config no longer works).
+pub fn reissue_changed(t: Texts, devices: &[DeviceView]) -> InlineKeyboardMarkup {
+    let mut rows: Vec<Vec<InlineKeyboardButton>> = devices
+        .iter()
+        .map(|d| {
+            vec![button(
+                t.button_reissue(&d.name),
+                CallbackAction::ConfirmReissue(d.id),
+            )]
+        })
+        .collect();
+    rows.push(vec![button(t.button_menu(), CallbackAction::Menu)]);
+    InlineKeyboardMarkup::new(rows)
+}

@@ -15,6 +15,8 @@
 //! - [`commands`]: slash-command parsing.
 //! - [`rate_limit`]: the per-user limit on actions that create things.
 //! - [`config_file`]: the `.conf` file name and the QR code image.
+//! - [`notices`]: messages outside a conversation (expiry, never-connected devices, changed
+//!   nodes), on a timer.
 //!
 //! The bot never logs a config or a private key: they exist only inside the
 //! [`GrantedDevice`](crate::service::GrantedDevice) on its way into the upload.
@@ -27,6 +29,7 @@ pub mod config_file;
 mod delivery;
 mod device_flow;
 pub mod keyboards;
+pub mod notices;
 pub mod rate_limit;
 pub mod schema;
 pub mod texts;
@@ -93,6 +96,10 @@ pub fn telegram_private_chat_limits() -> Limits {
     }
 }
 
+/// The default of [`BotSettings::blocked_nudge_after`]: long enough that a user who got a config
+/// and installs the app later is not told it is blocked.
+pub const DEFAULT_BLOCKED_NUDGE_AFTER: Duration = Duration::from_secs(6 * 3600);
+
 /// The bot's settings, from [`crate::config::Config`] (`TELEGRAM_BOT_TOKEN`,
 /// `TELEGRAM_API_URL`). Admins and registration mode live in the service settings.
 #[derive(Clone)]
@@ -103,8 +110,12 @@ pub struct BotSettings {
     pub rate_limit: RateLimit,
     /// Telegram's limits by default; tests may loosen them.
     pub throttle: Limits,
-    /// How often to look for users whose access expired, to tell them.
-    pub expiry_notice_interval: Duration,
+    /// How often to look for messages owed outside a conversation: expired access, devices
+    /// that never connected, nodes whose configuration changed.
+    pub notice_interval: Duration,
+    /// How long after it was issued a device that never completed a handshake gets one message
+    /// suggesting an obfuscated region (`PVPN_BLOCKED_NUDGE_AFTER_HOURS`, 6 h).
+    pub blocked_nudge_after: Duration,
 }
 
 impl BotSettings {
@@ -114,7 +125,8 @@ impl BotSettings {
             api_url,
             rate_limit: RateLimit::default(),
             throttle: telegram_private_chat_limits(),
-            expiry_notice_interval: Duration::from_secs(60),
+            notice_interval: Duration::from_secs(60),
+            blocked_nudge_after: DEFAULT_BLOCKED_NUDGE_AFTER,
         }
     }
 }
@@ -166,12 +178,22 @@ pub async fn run(
         .error_handler(LoggingErrorHandler::with_custom_text("bot handler failed"))
         .build();
     let token = dispatcher.shutdown_token();
-    let notices = delivery::expiry_notices(bot.clone(), service, settings.expiry_notice_interval);
+    // Its own task, stopped between two notices (never between sending one and recording it).
+    let stop_notices = shutdown.child_token();
+    let notice_settings = notices::NoticeSettings {
+        interval: settings.notice_interval,
+        blocked_after: settings.blocked_nudge_after,
+    };
+    let notices = tokio::spawn(notices::run(
+        bot.clone(),
+        service,
+        notice_settings,
+        stop_notices.clone(),
+    ));
     let dispatch = dispatch_until_stopped(&mut dispatcher, &bot);
     tokio::pin!(dispatch);
     tokio::select! {
         () = &mut dispatch => {}
-        () = notices => {}
         () = shutdown.cancelled() => {
             // The dispatcher stops taking updates and finishes the ones in flight. If it was not
             // running (waiting for getMe), dropping the future is the whole shutdown.
@@ -179,6 +201,10 @@ pub async fn run(
                 dispatch.await;
             }
         }
+    }
+    stop_notices.cancel();
+    if let Err(e) = notices.await {
+        tracing::error!(error = %e, "the notice task failed");
     }
     tracing::info!("bot stopped");
     Ok(())

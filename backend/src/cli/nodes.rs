@@ -27,6 +27,11 @@ pub enum NodeCommand {
     Disable { name: NodeName },
     /// Let the node take new devices again.
     Enable { name: NodeName },
+    /// Tell every user with a device on the node, through the bot (once each, in their
+    /// language), that the node's configuration changed and the device needs a new config, with
+    /// a button that re-issues it. Run it after changing what clients need (the obfuscation
+    /// profile, the endpoint, the port, the key). The running backend's bot sends the messages.
+    NotifyReissue { name: NodeName },
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +120,18 @@ pub async fn run(service: &Service, cmd: NodeCommand, json: bool) -> anyhow::Res
         }
         NodeCommand::Disable { name } => set(service, name, false, json).await,
         NodeCommand::Enable { name } => set(service, name, true, json).await,
+        NodeCommand::NotifyReissue { name } => {
+            let done = service.notify_reissue(&actor(), &name).await?;
+            if json {
+                output::json(&done)
+            } else {
+                println!(
+                    "{} user(s) will be told by the bot to re-issue their devices on {name}",
+                    done.users
+                );
+                Ok(())
+            }
+        }
     }
 }
 

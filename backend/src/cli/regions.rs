@@ -62,11 +62,14 @@ pub async fn run(service: &Service, cmd: RegionCommand, json: bool) -> anyhow::R
                         r.active_nodes.to_string(),
                         format!("{}/{}", r.devices, r.capacity),
                         format!("{}%", r.load_percent()),
+                        r.protocol.as_str().into(),
                     ]
                 })
                 .collect();
             output::table(
-                &["CODE", "NAME", "STATUS", "NODES", "DEVICES", "LOAD"],
+                &[
+                    "CODE", "NAME", "STATUS", "NODES", "DEVICES", "LOAD", "PROTOCOL",
+                ],
                 &rows,
             );
             Ok(())

@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Utc};
+use pvpn_common::obfuscation::Protocol;
 use pvpn_common::{NodeName, PeerSpec, PresharedKey, PublicKey, RegionCode};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, Row};
@@ -19,6 +20,8 @@ pub struct DeviceRow {
     pub region: RegionCode,
     pub region_name: String,
     pub node: NodeName,
+    /// The node's protocol.
+    pub protocol: Protocol,
     pub address: Ipv4Addr,
     pub public_key: PublicKey,
     pub status: DeviceStatus,
@@ -41,6 +44,7 @@ impl<'r> FromRow<'r, PgRow> for DeviceRow {
             region: parsed(row, "region")?,
             region_name: row.try_get("region_name")?,
             node: parsed(row, "node")?,
+            protocol: parsed(row, "protocol")?,
             address: parsed(row, "address")?,
             public_key: parsed(row, "public_key")?,
             status: row.try_get("status")?,
@@ -102,7 +106,8 @@ macro_rules! select_device {
     () => {
         "SELECT d.id, d.user_id, d.name, n.region, r.display_name AS region_name, d.node,
                 host(d.address) AS address, d.public_key, d.status, d.revoke_reason, d.created_at,
-                d.reissued_at, d.imported_at, d.last_handshake_at, d.rx_bytes, d.tx_bytes
+                d.reissued_at, d.imported_at, d.last_handshake_at, d.rx_bytes, d.tx_bytes,
+                n.protocol
          FROM devices d JOIN nodes n ON n.name = d.node JOIN regions r ON r.code = n.region "
     };
 }
@@ -280,4 +285,25 @@ pub async fn count_active(conn: &mut PgConnection) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT count(*) FROM devices WHERE status = 'active'")
         .fetch_one(conn)
         .await
+}
+
+/// The user's active devices on `node` issued (granted or re-issued) before `before`, oldest
+/// first: the ones a `node_changed` notice (`super::notices`) created at `before` is about.
+pub async fn issued_on_node_before(
+    conn: &mut PgConnection,
+    user_id: i64,
+    node: &str,
+    before: DateTime<Utc>,
+) -> sqlx::Result<Vec<DeviceRow>> {
+    sqlx::query_as(concat!(
+        select_device!(),
+        "WHERE d.user_id = $1 AND d.node = $2 AND d.status = 'active'
+           AND coalesce(d.reissued_at, d.created_at) < $3
+         ORDER BY d.id"
+    ))
+    .bind(user_id)
+    .bind(node)
+    .bind(before)
+    .fetch_all(conn)
+    .await
 }

@@ -10,6 +10,7 @@ pub mod devices;
 pub mod import;
 pub mod invites;
 pub mod nodes;
+pub mod notices;
 pub mod outbox;
 pub mod regions;
 pub mod users;

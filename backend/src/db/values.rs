@@ -179,6 +179,28 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// What a message the bot owes a user outside a conversation is about (`user_notices`).
+    NoticeKind, "notice kind" {
+        /// A device never connected: suggest an obfuscated region.
+        BlockedDevice => "blocked_device",
+        /// A node's configuration changed: its devices need new configs.
+        NodeChanged => "node_changed",
+    }
+}
+
+text_enum! {
+    /// Where such a message is: to send, or done one way or another.
+    NoticeState, "notice state" {
+        Due => "due",
+        Sent => "sent",
+        /// Telegram refused it, or sending kept failing.
+        Failed => "failed",
+        /// No longer true when its turn came; never sent.
+        Dropped => "dropped",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

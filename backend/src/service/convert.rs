@@ -27,8 +27,8 @@ pub(crate) fn user(row: &UserRow) -> User {
     }
 }
 
-/// `capacity`: the sum of the region's active nodes' capacities.
-pub(crate) fn region(row: &RegionRow, capacity: u64) -> RegionView {
+/// `capacity`: the sum of the region's active nodes' capacities; `protocol`: what they speak.
+pub(crate) fn region(row: &RegionRow, capacity: u64, protocol: RegionProtocol) -> RegionView {
     RegionView {
         code: row.code.clone(),
         display_name: row.display_name.clone(),
@@ -36,6 +36,7 @@ pub(crate) fn region(row: &RegionRow, capacity: u64) -> RegionView {
         devices: count(row.devices),
         capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
         active_nodes: count(row.active_nodes),
+        protocol,
     }
 }
 
@@ -46,6 +47,7 @@ pub(crate) fn device(row: &DeviceRow) -> DeviceView {
         region: row.region.clone(),
         region_name: row.region_name.clone(),
         node: row.node.clone(),
+        protocol: row.protocol,
         address: row.address,
         public_key: row.public_key,
         status: row.status,

@@ -19,6 +19,8 @@
 //! | [`Service::revoke_device`] | revokes one of the user's devices | `NotRegistered`, `DeviceNotFound` |
 //! | [`Service::reissue_device`] | new keypair, same address; returns the new config | `NotRegistered`, `Banned`, `AccessExpired`, `DeviceNotFound` |
 //! | [`Service::take_expiry_notices`] | users whose access the scheduler revoked, to tell them (each once) | — |
+//! | [`Service::choose_blocked_device_nudges`], [`Service::due_notices`], [`Service::close_notice`] | the bot's notices outside a conversation: devices that never connected (suggest an obfuscated region), nodes whose configuration changed | — |
+//! | operators: [`Service::notify_reissue`] | `pvpnctl node notify-reissue`: tell every user with a device on the node to re-issue it | `NodeNotFound` |
 //! | [`Service::is_admin`] | whether a Telegram id is in `PVPN_ADMIN_IDS` | — |
 //! | admin: [`Service::find_user`], [`Service::list_users`], [`Service::ban_user`], [`Service::unban_user`], [`Service::set_device_limit`], [`Service::set_access_expiry`], [`Service::create_invite`], [`Service::request_reconcile`], [`Service::node_statuses`], [`Service::system_status`], [`Service::audit`] | see each method | `UserNotFound`, `NodeNotFound`, `RegionNotFound`, `InvalidInput` |
 //! | operators: [`Service::declare_region`], [`Service::declare_node`] (idempotent, return [`Change`]), [`Service::set_region_status`], [`Service::set_node_enabled`], [`Service::list_all_regions`] | `pvpnctl region/node` | `RegionNotFound`, `NodeNotFound`, `Conflict`, `InvalidInput` |
@@ -42,6 +44,7 @@
 //! - `regions`: region list with load.
 //! - `devices`: grant, revoke, re-issue: where a grant becomes a peer.
 //! - `admin`: ban, limits, expiry, invites, reconcile, status.
+//! - `notices`: what the bot owes users outside a conversation (`user_notices`).
 //! - `infra`, `expiry`, `render`; `outbox` (the changes for the relay, written in the caller's
 //!   transaction); [`types`], [`error`]: what the calls return.
 
@@ -52,6 +55,7 @@ pub mod error;
 mod expiry;
 pub mod import;
 pub mod infra;
+pub mod notices;
 mod outbox;
 mod regions;
 mod render;
@@ -65,6 +69,9 @@ use sqlx::PgPool;
 
 pub use error::ServiceError;
 pub use infra::{Change, NodeDeclaration};
+pub use notices::{
+    NoticeBody, NoticeDelivery, NoticeKind, NoticeState, PendingNotice, ReissueNotification,
+};
 pub use types::*;
 
 use crate::metrics::Metrics;

@@ -22,16 +22,21 @@ impl Service {
         let mut conn = self.pool.acquire().await?;
         let rows = db::regions::list(&mut conn).await?;
         let nodes = db::nodes::list(&mut conn, None).await?;
-        let capacity = |region: &RegionRow| -> u64 {
+        let active = |region: &RegionRow| {
             nodes
                 .iter()
                 .filter(|n| n.region == region.code && n.status == NodeState::Active)
-                .map(|n| u64::from(node_capacity(n)))
-                .sum()
+                .collect::<Vec<_>>()
         };
         Ok(rows
             .iter()
-            .map(|r| convert::region(r, capacity(r)))
+            .map(|r| {
+                let nodes = active(r);
+                let capacity = nodes.iter().map(|n| u64::from(node_capacity(n))).sum();
+                let protocol =
+                    RegionProtocol::of_active_nodes(nodes.iter().map(|n| n.interface.protocol));
+                convert::region(r, capacity, protocol)
+            })
             .collect())
     }
 }

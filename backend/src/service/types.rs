@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use pvpn_common::client_config::RenderedConfig;
+use pvpn_common::obfuscation::Protocol;
 use pvpn_common::{NodeName, PublicKey, RegionCode};
 use serde::{Deserialize, Serialize};
 
@@ -118,12 +119,59 @@ pub struct RegionView {
     pub capacity: u32,
     /// Active nodes (status active).
     pub active_nodes: u32,
+    /// What its active nodes speak.
+    pub protocol: RegionProtocol,
+}
+
+/// What a region's active nodes speak. A region is obfuscated only when every active node speaks
+/// AmneziaWG: a grant lands on any active node, so a mixed region cannot promise obfuscation and
+/// is offered (and suggested) as a plain one. A region without active nodes promises nothing:
+/// `WireGuard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RegionProtocol {
+    #[serde(rename = "wireguard")]
+    WireGuard,
+    #[serde(rename = "amneziawg")]
+    AmneziaWg,
+    #[serde(rename = "mixed")]
+    Mixed,
+}
+
+impl RegionProtocol {
+    /// The region's protocol from its active nodes' protocols.
+    pub fn of_active_nodes(protocols: impl IntoIterator<Item = Protocol>) -> Self {
+        let (mut plain, mut obfuscated) = (false, false);
+        for protocol in protocols {
+            match protocol {
+                Protocol::WireGuard => plain = true,
+                Protocol::AmneziaWg => obfuscated = true,
+            }
+        }
+        match (plain, obfuscated) {
+            (false, true) => RegionProtocol::AmneziaWg,
+            (true, true) => RegionProtocol::Mixed,
+            _ => RegionProtocol::WireGuard,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegionProtocol::WireGuard => "wireguard",
+            RegionProtocol::AmneziaWg => "amneziawg",
+            RegionProtocol::Mixed => "mixed",
+        }
+    }
 }
 
 impl RegionView {
     /// Whether a new device may be granted here right now (active, a node, room left).
     pub fn accepts_new_devices(&self) -> bool {
         self.status == RegionStatus::Active && self.active_nodes > 0 && self.devices < self.capacity
+    }
+
+    /// Whether every device granted here speaks AmneziaWG (see [`RegionProtocol`]).
+    pub fn is_obfuscated(&self) -> bool {
+        self.protocol == RegionProtocol::AmneziaWg
     }
 
     /// Load in percent (0 when there is no capacity).
@@ -144,6 +192,8 @@ pub struct DeviceView {
     pub region: RegionCode,
     pub region_name: String,
     pub node: NodeName,
+    /// What its node speaks: its config is for a WireGuard or an AmneziaWG app.
+    pub protocol: Protocol,
     pub address: Ipv4Addr,
     pub public_key: PublicKey,
     pub status: DeviceStatus,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod client_check;
+pub mod obfuscated;
 pub mod pg_proxy;
 
 use std::time::Duration;
@@ -48,7 +49,10 @@ pub struct Options {
     /// long conversations stay fast. The adaptor is in the path either way.
     pub telegram_throttle: bool,
     pub node_capacity: u32,
-    pub expiry_notice_interval: Duration,
+    /// How often the bot looks for notices to send.
+    pub notice_interval: Duration,
+    /// [`BotSettings::blocked_nudge_after`].
+    pub blocked_nudge_after: Duration,
 }
 
 impl Default for Options {
@@ -59,7 +63,8 @@ impl Default for Options {
             rate_limit: RateLimit::default(),
             telegram_throttle: false,
             node_capacity: 50,
-            expiry_notice_interval: Duration::from_secs(60),
+            notice_interval: Duration::from_secs(60),
+            blocked_nudge_after: bot::DEFAULT_BLOCKED_NUDGE_AFTER,
         }
     }
 }
@@ -84,7 +89,13 @@ pub fn region_code(code: &str) -> RegionCode {
     code.parse().expect("region code")
 }
 
-fn node(name: &str, region: &str, endpoint: &str, subnet: &str, capacity: u32) -> NodeDeclaration {
+pub fn node(
+    name: &str,
+    region: &str,
+    endpoint: &str,
+    subnet: &str,
+    capacity: u32,
+) -> NodeDeclaration {
     NodeDeclaration {
         name: NodeName::new(name).expect("node name"),
         region: region_code(region),
@@ -162,7 +173,8 @@ impl BotEnv {
             Some(api.url().parse().expect("api url")),
         );
         settings.rate_limit = options.rate_limit;
-        settings.expiry_notice_interval = options.expiry_notice_interval;
+        settings.notice_interval = options.notice_interval;
+        settings.blocked_nudge_after = options.blocked_nudge_after;
         if !options.telegram_throttle {
             settings.throttle = Limits {
                 messages_per_sec_chat: 100,

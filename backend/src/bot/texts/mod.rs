@@ -123,17 +123,19 @@ impl Texts {
         )
     }
 
+    /// A region on the picker: its name (🛡 when obfuscated) and its load.
     pub fn region_button(&self, region: &RegionView) -> String {
+        let name = self.region_label(region);
         if region.accepts_new_devices() {
             let load = region.load_percent();
             match self.lang {
-                Language::En => format!("{} · load {load}%", region.display_name),
-                Language::Ru => format!("{} · загрузка {load}%", region.display_name),
+                Language::En => format!("{name} · load {load}%"),
+                Language::Ru => format!("{name} · загрузка {load}%"),
             }
         } else {
             match self.lang {
-                Language::En => format!("{} · full", region.display_name),
-                Language::Ru => format!("{} · нет мест", region.display_name),
+                Language::En => format!("{name} · full"),
+                Language::Ru => format!("{name} · нет мест"),
             }
         }
     }
@@ -338,6 +340,7 @@ impl Texts {
 
 mod admin;
 mod imported;
+mod obfuscation;
 mod outcomes;
 
 #[cfg(test)]
@@ -378,6 +381,7 @@ mod tests {
             region: "nl".parse().unwrap(),
             region_name: "Netherlands".into(),
             node: "nl-1".parse().unwrap(),
+            protocol: pvpn_common::obfuscation::Protocol::WireGuard,
             address: "198.18.0.2".parse().unwrap(),
             public_key: pvpn_common::keys::KeyPair::generate().public,
             status: crate::service::DeviceStatus::Active,
