@@ -18,6 +18,7 @@ packages=(
     systemd                            # systemd-analyze verifies the units Ansible installs
     qemu-system-x86 qemu-utils         # Debian guests with kernel WireGuard (pvpn-testkit's vm)
     openssh-client                     # the command channel into those guests
+    dpkg-dev dnsmasq-base              # the fleet test's apt repository and its "internet" resolver
     build-essential pkg-config ca-certificates
 )
 missing=()
