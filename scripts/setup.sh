@@ -19,6 +19,7 @@ packages=(
     qemu-system-x86 qemu-utils         # Debian guests with kernel WireGuard (pvpn-testkit's vm)
     openssh-client                     # the command channel into those guests
     openssl                            # certificates for Redis over TLS in tests
+    dpkg-dev dnsmasq-base              # the fleet test's apt repository and its "internet" resolver
     build-essential pkg-config ca-certificates
 )
 missing=()

@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`binaries`]: finds the built programs.
+//! - [`fleet`]: Debian guests provisioned by `ansible/site.yml` over SSH (the fleet test).
 //! - [`live`]: `pvpn-demo` with a real bot token: one local node, live on Telegram.
 //! - [`old_server`]: a WireGuard server as it ran before PVPN, for the import cut-over.
 //! - [`process`]: a child process with a log file, stopped by its pid when dropped.
@@ -16,6 +17,7 @@
 //! - [`tunnel`]: a received config brought up in a client namespace, and ping.
 
 pub mod binaries;
+pub mod fleet;
 pub mod live;
 pub mod old_server;
 pub mod process;

@@ -5,6 +5,8 @@
 //! - [`botapi`]: a local Telegram Bot API server that records what the bot sends and injects
 //!   messages and button presses.
 //! - [`netns`]: network namespaces joined by veth, with real `wireguard-go` interfaces in them.
+//! - [`netns_listener`]: a TCP listener opened inside a namespace, for in-process servers that
+//!   QEMU guests must reach.
 //! - [`postgres`]: a fresh PostgreSQL database per test on the machine's server.
 //! - [`redis_server`]: a private `redis-server` process per test, on its own port, that a test
 //!   may stop, restart empty, or flush without disturbing other tests; also inside a namespace,
@@ -17,6 +19,7 @@
 
 pub mod botapi;
 pub mod netns;
+pub mod netns_listener;
 pub mod postgres;
 pub mod redis_server;
 pub mod tls_ca;

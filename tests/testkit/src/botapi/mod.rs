@@ -169,14 +169,27 @@ impl BotApiServer {
     /// Starts the server on `addr` accepting `token`: for a bot that was started before its Bot
     /// API server was reachable.
     pub async fn start_on(addr: SocketAddr, token: &str) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the Bot API test server to {addr}"))?;
+        Self::serve(listener, token)
+    }
+
+    /// Starts the server on `addr` inside `netns` (e.g. a QEMU guests' bridge address), with a
+    /// fresh token: for a bot that runs inside a guest.
+    pub fn start_in_netns(netns: &crate::netns::Netns, addr: SocketAddr) -> Result<Self> {
+        let token = format!("{BOT_USER_ID}:TEST-{}", crate::unique_suffix());
+        let listener = crate::netns_listener::bind_tcp_in(netns, addr)?;
+        listener.set_nonblocking(true)?;
+        Self::serve(tokio::net::TcpListener::from_std(listener)?, &token)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, token: &str) -> Result<Self> {
         let shared = Arc::new(Shared {
             token: token.to_string(),
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
         });
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the Bot API test server to {addr}"))?;
         let addr = listener.local_addr()?;
         let app = http::router(shared.clone());
         let task = tokio::spawn(async move {

@@ -114,7 +114,12 @@ impl DebianGuest {
         let [_, _, third, fourth] = self.addr.octets();
         let mac = format!("52:54:00:12:{third:02x}:{fourth:02x}");
         let console = format!("file:{}", self.console_path().display());
-        let drive = format!("file={},format=qcow2,if=virtio", self.overlay().display());
+        // The overlay is thrown away with the guest: its flushes need not reach the host's disk
+        // (a clean QEMU exit, as at a reboot, still writes everything out).
+        let drive = format!(
+            "file={},format=qcow2,if=virtio,cache=unsafe",
+            self.overlay().display()
+        );
         let netdev = format!("tap,id=n0,ifname={},script=no,downscript=no", self.tap);
         let mut cmd = Command::new("ip");
         cmd.args([
@@ -318,6 +323,53 @@ impl DebianGuest {
             bail!("writing {path} in the guest: {}", out.stderr.trim());
         }
         Ok(())
+    }
+
+    /// Reboots the guest the way an operator does (`systemctl reboot`: units stop, file systems
+    /// are synced and unmounted). QEMU runs with `-no-reboot`, so it exits at the reset and is
+    /// started again on the same disk, address and SSH key; returns once SSH answers again.
+    pub fn reboot(&mut self, options: &GuestOptions) -> Result<()> {
+        // The connection may drop before the command returns: its outcome says nothing.
+        let _ = self.run("systemctl reboot", Duration::from_secs(60));
+        let deadline = Instant::now() + options.boot_timeout;
+        loop {
+            let exited = match self.qemu.as_mut() {
+                Some(qemu) => qemu.try_wait()?.is_some(),
+                None => true,
+            };
+            if exited {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(self.with_console(anyhow::anyhow!(
+                    "the guest at {} did not shut down within {:?} of `systemctl reboot`",
+                    self.addr,
+                    options.boot_timeout
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.qemu = None;
+        if let Some(mut master) = self.ssh_master.take() {
+            let _ = master.kill();
+            let _ = master.wait();
+        }
+        let _ = std::fs::remove_file(self.control_path());
+        let image = GuestImage::ensure()?;
+        self.start_qemu(&image, options)?;
+        self.wait_for_ssh(options.boot_timeout)
+            .map_err(|e| self.with_console(e))
+    }
+
+    /// The private key of the guest's root login, for other SSH clients (Ansible).
+    pub fn ssh_key(&self) -> PathBuf {
+        self.key()
+    }
+
+    /// The control socket of the open SSH master connection: other SSH clients that name it
+    /// (`-o ControlPath=…`) multiplex over it instead of paying a new handshake under TCG.
+    pub fn ssh_control_path(&self) -> PathBuf {
+        self.control_path()
     }
 
     fn console_path(&self) -> PathBuf {

@@ -1,0 +1,335 @@
+//! A real fleet for the fleet test (`tests/tests/fleet.rs`): Debian guests under QEMU with
+//! systemd — a backend host and VPN nodes in two regions — provisioned by `ansible/site.yml`
+//! over SSH exactly as an operator runs it, with everything the guests reach served inside the
+//! test's own namespace: a local apt repository (`scripts/build-fleet-repo.sh`), the local Bot
+//! API server, and [`outside::Internet`] behind the nodes.
+//!
+//! # Layout
+//!
+//! - [`ansible`]: the inventory and `ansible-playbook` runs with their PLAY RECAP.
+//! - [`outside`]: "the internet" (a resolver and a whoami service) and client namespaces.
+//! - [`units`]: systemd units in a guest: active, restarts, hardening in force.
+
+pub mod ansible;
+pub mod outside;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use pvpn_testkit::botapi::BotApiServer;
+use pvpn_testkit::vm::{DebianGuest, GuestNetwork, GuestOptions};
+use serde_json::{Value, json};
+
+use crate::binaries::Binaries;
+use crate::process::ChildProcess;
+use ansible::{Ansible, PlaybookRun};
+use outside::{INTERNET_HOST, Internet};
+
+/// The regions of the fleet: code and the name users pick.
+pub const REGIONS: [(&str, &str); 2] = [("aa", "Atlantis"), ("bb", "Borealis")];
+/// Where the apt repository and the Bot API server listen on the guests' bridge.
+const REPO_PORT: u16 = 8080;
+const BOT_API_PORT: u16 = 8081;
+/// For one command in a guest.
+pub const COMMAND: Duration = Duration::from_secs(120);
+
+/// A VPN node's guest and what the inventory says about it.
+pub struct Node {
+    pub name: String,
+    pub region: String,
+    /// Its client subnet; the node's own tunnel address is the first host.
+    pub subnet: String,
+    pub tunnel_address: Ipv4Addr,
+    pub guest: DebianGuest,
+    /// Whether the inventory lists it yet (a node is added on day two).
+    pub provisioned: bool,
+}
+
+impl Node {
+    pub fn endpoint(&self) -> String {
+        format!("{}:51820", self.guest.addr())
+    }
+}
+
+/// The node guests' memory: the agent and a kernel WireGuard interface.
+pub fn node_options() -> GuestOptions {
+    GuestOptions {
+        memory_mib: 640,
+        ..GuestOptions::default()
+    }
+}
+
+pub struct Fleet {
+    pub backend: DebianGuest,
+    pub nodes: BTreeMap<String, Node>,
+    /// Shared, so a test's Telegram user can borrow it while the fleet changes.
+    pub bot_api: Arc<BotApiServer>,
+    pub internet: Internet,
+    pub ansible: Ansible,
+    /// What `pvpn_binaries_dir` points at: stripped copies of the built binaries.
+    pub binaries_dir: PathBuf,
+    redis_passwords: BTreeMap<String, String>,
+    secrets: (String, String),
+    _repo_server: ChildProcess,
+    pub work: PathBuf,
+    pub net: Arc<GuestNetwork>,
+}
+
+fn secret() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
+/// Copies the built binaries into `dir`, stripped with `strip_flag`, as an operator ships them.
+pub fn ship_binaries(dir: &Path, strip_flag: &str) -> Result<()> {
+    let bins = Binaries::locate()?;
+    std::fs::create_dir_all(dir)?;
+    for (name, path) in [
+        ("pvpn-backend", &bins.backend),
+        ("pvpnctl", &bins.ctl),
+        ("pvpn-agent", &bins.agent),
+    ] {
+        let out = Command::new("strip")
+            .arg(strip_flag)
+            .arg("-o")
+            .arg(dir.join(name))
+            .arg(path)
+            .output()
+            .context("strip (binutils, scripts/setup.sh installs build-essential)")?;
+        if !out.status.success() {
+            bail!("strip {name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(())
+}
+
+/// Builds (or finds cached) the fleet's apt repository.
+fn fleet_repo() -> Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-fleet-repo.sh");
+    let out = Command::new(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed (its messages are above)", script.display());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(PathBuf::from(
+        stdout.lines().last().unwrap_or_default().trim(),
+    ))
+}
+
+impl Fleet {
+    /// Boots the backend host and the nodes `(name, region, subnet)` in parallel, points their
+    /// apt at the local repository, and starts what they reach. Nothing is provisioned yet.
+    pub fn boot(nodes: &[(&str, &str, &str)]) -> Result<Self> {
+        let repo = fleet_repo()?;
+        let net = GuestNetwork::create()?;
+        let work =
+            std::env::temp_dir().join(format!("pvpn-fleet-{}", pvpn_testkit::unique_suffix()));
+        std::fs::create_dir_all(&work)?;
+        let host = net.host_addr().to_string();
+        let repo_server = ChildProcess::spawn(
+            "apt-repo",
+            Path::new("ip"),
+            &[
+                "netns",
+                "exec",
+                net.netns().name(),
+                "/usr/bin/python3",
+                "-m",
+                "http.server",
+                "--bind",
+                &host,
+                "--directory",
+                &repo.to_string_lossy(),
+                &REPO_PORT.to_string(),
+            ],
+            &[],
+            &work,
+        )?;
+        let bot_api = Arc::new(BotApiServer::start_in_netns(
+            net.netns(),
+            SocketAddr::new(net.host_addr().into(), BOT_API_PORT),
+        )?);
+        let internet = Internet::start(&net, &work)?;
+
+        let (backend, guests) = std::thread::scope(|scope| {
+            let backend = scope.spawn(|| DebianGuest::boot(&net));
+            let guests: Vec<_> = nodes
+                .iter()
+                .map(|_| scope.spawn(|| DebianGuest::boot_with(&net, &node_options())))
+                .collect();
+            let join = |h: std::thread::ScopedJoinHandle<'_, Result<DebianGuest>>| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a boot thread panicked"))?
+            };
+            let backend = join(backend);
+            let guests: Vec<Result<DebianGuest>> = guests.into_iter().map(join).collect();
+            (backend, guests)
+        });
+        let backend = backend.context("booting the backend host")?;
+        let mut fleet_nodes = BTreeMap::new();
+        for ((name, region, subnet), guest) in nodes.iter().zip(guests) {
+            let guest = guest.with_context(|| format!("booting {name}"))?;
+            let net_addr: ipnet::Ipv4Net = subnet.parse()?;
+            fleet_nodes.insert(
+                name.to_string(),
+                Node {
+                    name: name.to_string(),
+                    region: region.to_string(),
+                    subnet: subnet.to_string(),
+                    tunnel_address: Ipv4Addr::from(u32::from(net_addr.network()) + 1),
+                    guest,
+                    provisioned: false,
+                },
+            );
+        }
+        let binaries_dir = work.join("bin");
+        ship_binaries(&binaries_dir, "--strip-all")?;
+        let redis_passwords = nodes
+            .iter()
+            .map(|(n, _, _)| (n.to_string(), secret()))
+            .collect();
+        let fleet = Self {
+            backend,
+            nodes: fleet_nodes,
+            bot_api,
+            internet,
+            ansible: Ansible::new(&work),
+            binaries_dir,
+            redis_passwords,
+            secrets: (secret(), secret()),
+            _repo_server: repo_server,
+            work,
+            net,
+        };
+        let sources = format!("deb [trusted=yes] http://{host}:{REPO_PORT}/ ./");
+        for guest in fleet.guests() {
+            // The machine's own setup, before any operator tool: its apt mirror is the local one,
+            // and dpkg skips fsync (a throwaway disk; the time goes to TCG instead).
+            guest.run_ok(
+                &format!(
+                    "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* && \
+                     echo '{sources}' > /etc/apt/sources.list.d/local-mirror.list && \
+                     echo force-unsafe-io > /etc/dpkg/dpkg.cfg.d/test-unsafe-io && \
+                     rm -rf /var/lib/apt/lists/* && apt-get update -qq"
+                ),
+                COMMAND,
+            )?;
+        }
+        Ok(fleet)
+    }
+
+    /// Every booted guest, provisioned or not.
+    pub fn guests(&self) -> impl Iterator<Item = &DebianGuest> {
+        std::iter::once(&self.backend).chain(self.nodes.values().map(|n| &n.guest))
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        &self.nodes[name]
+    }
+
+    fn ssh_vars(guest: &DebianGuest) -> Value {
+        json!({
+            "ansible_host": guest.addr().to_string(),
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": guest.ssh_key(),
+            "ansible_ssh_common_args": format!(
+                "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ControlPath={}",
+                guest.ssh_control_path().display()
+            ),
+        })
+    }
+
+    /// The inventory of the backend host and every provisioned node, as an operator writes it:
+    /// regions, secrets, the bot's token and Bot API server, and each node's region and subnet.
+    pub fn inventory(&self) -> Value {
+        let regions: serde_json::Map<String, Value> = REGIONS
+            .iter()
+            .map(|(code, name)| (code.to_string(), json!({ "name": name })))
+            .collect();
+        let mut region_groups = serde_json::Map::new();
+        for (code, _) in REGIONS {
+            let hosts: serde_json::Map<String, Value> = self
+                .nodes
+                .values()
+                .filter(|n| n.provisioned && n.region == code)
+                .map(|n| {
+                    let mut vars = Self::ssh_vars(&n.guest);
+                    vars["pvpn_node_subnet"] = json!(n.subnet);
+                    (n.name.clone(), vars)
+                })
+                .collect();
+            region_groups.insert(
+                format!("region_{code}"),
+                json!({ "vars": { "pvpn_region": code }, "hosts": hosts }),
+            );
+        }
+        let node_passwords: BTreeMap<&String, &String> = self
+            .redis_passwords
+            .iter()
+            .filter(|(n, _)| self.nodes.get(*n).is_some_and(|n| n.provisioned))
+            .collect();
+        let mut backend = Self::ssh_vars(&self.backend);
+        backend["pvpn_redis_bind"] = json!(["127.0.0.1", self.backend.addr().to_string()]);
+        json!({
+            "all": {
+                "vars": {
+                    "pvpn_binaries_dir": self.binaries_dir,
+                    "pvpn_regions": regions,
+                    "pvpn_postgres_password": self.secrets.0,
+                    "pvpn_redis_backend_password": self.secrets.1,
+                    "pvpn_redis_node_passwords": node_passwords,
+                    // The resolver the client configs name: "the internet"'s.
+                    "pvpn_node_dns": [INTERNET_HOST.to_string()],
+                },
+                "children": {
+                    "backend": {
+                        "hosts": { "backend": backend },
+                        "vars": {
+                            "pvpn_backend_telegram_bot_token": self.bot_api.token(),
+                            "pvpn_backend_telegram_api_url": self.bot_api.url(),
+                        },
+                    },
+                    "vpn_nodes": { "children": region_groups },
+                },
+            }
+        })
+    }
+
+    /// Marks `nodes` as provisioned (in the inventory from now on).
+    pub fn add_to_inventory(&mut self, nodes: &[&str]) {
+        for name in nodes {
+            if let Some(node) = self.nodes.get_mut(*name) {
+                node.provisioned = true;
+            }
+        }
+    }
+
+    /// Writes the inventory as it stands and runs `site.yml` with it.
+    pub fn run_site(&mut self) -> Result<PlaybookRun> {
+        self.run_playbook("site.yml")
+    }
+
+    /// Writes the inventory as it stands and runs `playbook` with it.
+    pub fn run_playbook(&mut self, playbook: &str) -> Result<PlaybookRun> {
+        self.ansible.write_inventory(&self.inventory())?;
+        self.ansible.run(self.net.netns(), playbook, &[])
+    }
+
+    /// `pvpnctl <args>` on the backend host, through the wrapper the backend role installs.
+    pub fn pvpnctl(&self, args: &str) -> Result<String> {
+        self.backend.run_ok(&format!("pvpnctl {args}"), COMMAND)
+    }
+}
