@@ -169,6 +169,17 @@ for node in nl-1 de-1; do
     check_user "$work/$node" pvpn-agent
 done
 
+log "a new name for Redis: the next run issues a new certificate and changes nothing else"
+old_serial=$(openssl x509 -in "$backend/etc/redis/tls/server.crt" -noout -serial)
+ansible-playbook -i "$work/inventory.yml" backend.yml -e '{"pvpn_redis_tls_names": ["redis.pvpn.test", "redis2.pvpn.test"]}' \
+    >"$work/run-tls-names.log" 2>&1 || { tail -n 40 "$work/run-tls-names.log" >&2; fail "backend.yml with a new Redis name failed"; }
+changed_tasks=$(grep -B2 '^changed:' "$work/run-tls-names.log" | sed -n 's/^TASK \[\(.*\)\] \**$/\1/p' | tr '\n' ';')
+[ "$changed_tasks" = "redis : Write the server certificate's extensions (its names);redis : Issue the server certificate;" ] \
+    || fail "a new Redis name changed: '$changed_tasks' (expected the certificate only)"
+[ "$(openssl x509 -in "$backend/etc/redis/tls/server.crt" -noout -serial)" != "$old_serial" ] || fail "the Redis certificate was not issued again"
+openssl x509 -in "$backend/etc/redis/tls/server.crt" -noout -ext subjectAltName | grep -qF 'DNS:redis2.pvpn.test' \
+    || fail "the new Redis certificate lacks the new name"
+
 log "Redis: TLS only, with a certificate from the backend host's own CA"
 conf=$backend/etc/redis/redis.conf
 tls=$backend/etc/redis/tls
