@@ -19,6 +19,8 @@ packages=(
     qemu-system-x86 qemu-utils         # Debian guests with kernel WireGuard (pvpn-testkit's vm)
     openssh-client                     # the command channel into those guests
     build-essential pkg-config ca-certificates
+    # linux-headers-<guest kernel> for the AmneziaWG module: scripts/build-awg.sh installs the
+    # version the guest image has.
 )
 missing=()
 for pkg in "${packages[@]}"; do

@@ -53,6 +53,7 @@ mod expiry;
 pub mod import;
 pub mod infra;
 mod outbox;
+pub mod profiles;
 mod regions;
 mod render;
 pub mod types;
@@ -65,6 +66,7 @@ use sqlx::PgPool;
 
 pub use error::ServiceError;
 pub use infra::{Change, NodeDeclaration};
+pub use profiles::{NewProfile, ProfileSet};
 pub use types::*;
 
 use crate::metrics::Metrics;

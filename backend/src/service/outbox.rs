@@ -7,6 +7,7 @@
 //! order. The relay ([`crate::relay`]) later publishes the rows to Redis. It lives in the
 //! service layer because only the service's transactions write it.
 
+use pvpn_common::obfuscation::InterfaceSpec;
 use pvpn_common::wire::StreamEvent;
 use pvpn_common::{NodeName, PeerSpec, PublicKey, RegionCode};
 use sqlx::PgConnection;
@@ -70,6 +71,24 @@ pub(crate) async fn peer_remove(
             node: node.clone(),
             revision,
             public_key,
+        }
+    })
+    .await
+}
+
+/// Records "node's interface should be `interface`" (an AmneziaWG profile changed); returns the
+/// node's new revision, which orders it with the node's peer changes.
+pub(crate) async fn interface_set(
+    conn: &mut PgConnection,
+    region: &RegionCode,
+    node: &NodeName,
+    interface: InterfaceSpec,
+) -> Result<u64, ServiceError> {
+    node_change(conn, region, node, "interface_set", |revision| {
+        StreamEvent::InterfaceSet {
+            node: node.clone(),
+            revision,
+            interface,
         }
     })
     .await

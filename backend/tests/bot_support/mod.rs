@@ -95,6 +95,7 @@ fn node(name: &str, region: &str, endpoint: &str, subnet: &str, capacity: u32) -
             .expect("client subnet"),
         dns: vec!["198.18.0.1".parse().expect("dns")],
         capacity,
+        protocol: pvpn_common::obfuscation::Protocol::WireGuard,
     }
 }
 
