@@ -200,3 +200,59 @@ async fn the_relay_publishes_the_interface_with_snapshots_and_profile_changes() 
     );
     relay.stop().await;
 }
+
+/// The bot sends a config as a QR code too: the largest config an AmneziaWG node can issue (every
+/// parameter at its longest: S3/S4 set, H1–H4 ten-digit ranges, a long endpoint, two DNS servers)
+/// still fits one code that decodes to exactly the file (the bot's `qr_png`, read back with rqrr
+/// as the bot conversation tests do).
+#[test]
+fn the_largest_amneziawg_config_fits_a_qr_code() {
+    use pvpn_common::client_config::{ClientConfig, Endpoint};
+    use pvpn_common::obfuscation::HeaderRange;
+    use pvpn_common::{PresharedKey, PrivateKey};
+
+    let range = |low: u32| HeaderRange::new(low, low + 99_999_999).unwrap();
+    let profile = AwgProfile {
+        jc: 128,
+        jmin: 1000,
+        jmax: 1280,
+        s1: 1132,
+        s2: 1180,
+        s3: 1200,
+        s4: 1248,
+        h1: range(1_000_000_000),
+        h2: range(1_200_000_000),
+        h3: range(1_400_000_000),
+        h4: range(1_600_000_000),
+    };
+    profile.validate().unwrap();
+    let key = PrivateKey::generate();
+    let psk = PresharedKey::generate();
+    let endpoint: Endpoint = "vpn-node-amsterdam-01.example-provider.net:51820"
+        .parse()
+        .unwrap();
+    let config = ClientConfig {
+        private_key: &key,
+        addresses: &["198.18.255.254/32".parse().unwrap()],
+        dns: &["198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap()],
+        server_public_key: &PrivateKey::generate().public_key(),
+        preshared_key: Some(&psk),
+        endpoint: &endpoint,
+        allowed_ips: &["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()],
+        obfuscation: Some(&profile),
+    }
+    .render();
+    let text = config.expose();
+    assert!(
+        text.contains("S4 = 1248") && text.contains("H4 = "),
+        "{text}"
+    );
+    let png = pvpn_backend::bot::config_file::qr_png(text).expect("fits a QR code");
+    let image = image::load_from_memory(&png).expect("a PNG").to_luma8();
+    let mut prepared = rqrr::PreparedImage::prepare(image);
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code");
+    let mut bytes = Vec::new();
+    grids[0].decode_to(&mut bytes).expect("the QR code decodes");
+    assert_eq!(bytes, text.as_bytes(), "the QR code holds exactly the file");
+}
