@@ -199,6 +199,21 @@ async fn the_relay_publishes_the_interface_with_snapshots_and_profile_changes() 
         "the revision moved, the peers did not"
     );
     relay.stop().await;
+
+    // A Redis written by a relay from before protocols has no interface key: the consistency
+    // check of the next relay finds it and republishes the node.
+    let key = RegionKeys::new(&region("nl")).node_interface(&node_name("nl-1"));
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let relay = start_relay(&env.pool, &redis.url());
+    wait_for("the interface spec republished", LIMIT, || async {
+        interface_in_redis(&redis.url(), "nl-1").await == Some(now)
+    })
+    .await;
+    relay.stop().await;
 }
 
 /// The bot sends a config as a QR code too: the largest config an AmneziaWG node can issue (every
