@@ -21,6 +21,8 @@ packages=(
     openssl                            # certificates for Redis over TLS in tests
     dpkg-dev dnsmasq-base              # the fleet test's apt repository and its "internet" resolver
     build-essential pkg-config ca-certificates
+    # linux-headers-<guest kernel> for the AmneziaWG module: scripts/build-awg.sh installs the
+    # version the guest image has.
 )
 missing=()
 for pkg in "${packages[@]}"; do

@@ -237,6 +237,7 @@ expect_transaction() { # url pattern <<<MULTI ... EXEC: every command queued, no
 }
 # The backend publishes to every region (atomically, with a script) and reads feedback.
 expect "$backend_url" '^[0-9]+-[0-9]+$' EVAL "redis.call('HSET', KEYS[2], 'k', 'v'); redis.call('SET', KEYS[3], '1'); return redis.call('XADD', KEYS[1], '*', 'event', '{}')" 3 'pvpn:{nl}:events' 'pvpn:{nl}:node:nl-1:peers' 'pvpn:{nl}:node:nl-1:revision'
+expect "$backend_url" '^OK$' EVAL "return redis.call('SET', KEYS[1], ARGV[1])" 1 'pvpn:{nl}:node:nl-1:interface' '{"protocol":"wireguard"}'
 expect "$backend_url" '^[0-9]+-[0-9]+$' XADD 'pvpn:{de}:events' '*' event '{}'
 expect "$backend_url" '^OK$' XGROUP CREATE 'pvpn:{nl}:node:nl-1:feedback' backend '$' MKSTREAM
 expect "$backend_url" 'NOPERM' FLUSHALL
@@ -251,9 +252,12 @@ expect "$nl_url" '^OK$' SET 'pvpn:{nl}:node:nl-1:heartbeat' '{}' EX 30
 expect "$nl_url" '^OK$' SET 'pvpn:{nl}:node:nl-1:lease' token-1 NX PX 30000
 expect "$nl_url" '^1$' PEXPIRE 'pvpn:{nl}:node:nl-1:lease' 30000
 expect "$nl_url" '^1$' DEL 'pvpn:{nl}:node:nl-1:lease'
-expect_transaction "$nl_url" '^v$' <<<"MULTI
+# The agent's snapshot read: peers, revision, epoch and interface spec in one MULTI.
+expect_transaction "$nl_url" 'protocol' <<<"MULTI
 HGETALL pvpn:{nl}:node:nl-1:peers
 GET pvpn:{nl}:node:nl-1:revision
+GET pvpn:{nl}:node:nl-1:epoch
+GET pvpn:{nl}:node:nl-1:interface
 EXEC"
 # ...and every write to anyone's desired state, to another node's state, and every forbidden
 # command gets NOPERM (issue #11): one command at a time.
@@ -262,6 +266,7 @@ nl_forbidden=(
     "XTRIM pvpn:{nl}:events MAXLEN 0"
     "DEL pvpn:{nl}:events"
     "HSET pvpn:{nl}:node:nl-1:peers k evil"
+    "SET pvpn:{nl}:node:nl-1:interface {}"
     "HDEL pvpn:{nl}:node:nl-1:peers k"
     "DEL pvpn:{nl}:node:nl-1:peers"
     "SET pvpn:{nl}:node:nl-1:revision 999999"

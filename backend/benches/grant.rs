@@ -42,6 +42,7 @@ async fn setup(devices: u32) -> (TestDatabase, Service) {
         subnet: ClientSubnet::new("198.18.0.0/16".parse().unwrap()).unwrap(),
         dns: vec![],
         capacity: devices * 3,
+        protocol: pvpn_common::obfuscation::Protocol::WireGuard,
     };
     service.declare_node(&actor, &node).await.unwrap();
     for id in 1..=i64::from(devices) * 2 {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::PublicKey;
 use crate::names::NodeName;
+use crate::obfuscation::InterfaceSpec;
 use crate::peer::{PeerSpec, PeerSpecError};
 
 /// The format version this build writes and the only one it reads.
@@ -103,6 +104,14 @@ pub enum StreamEvent {
         revision: u64,
         public_key: PublicKey,
     },
+    /// The node's protocol parameters changed (an AmneziaWG profile set or regenerated). The
+    /// relay writes the spec to the node's interface key with the revision, atomically; it is
+    /// ordered with the node's peer changes by its revision.
+    InterfaceSet {
+        node: NodeName,
+        revision: u64,
+        interface: InterfaceSpec,
+    },
     /// Compare the interface with the snapshot and fix the difference. `node: None` asks every
     /// node of the region.
     Reconcile {
@@ -118,6 +127,11 @@ impl StreamEvent {
         if let StreamEvent::PeerUpsert { peer, .. } = &event {
             peer.validate()?;
         }
+        if let StreamEvent::InterfaceSet { interface, .. } = &event {
+            interface
+                .validate()
+                .map_err(|e| WireError::Malformed(e.to_string()))?;
+        }
         Ok(event)
     }
 
@@ -128,9 +142,9 @@ impl StreamEvent {
     /// Whether this event is meant for `node`.
     pub fn is_for(&self, node: &NodeName) -> bool {
         match self {
-            StreamEvent::PeerUpsert { node: n, .. } | StreamEvent::PeerRemove { node: n, .. } => {
-                n == node
-            }
+            StreamEvent::PeerUpsert { node: n, .. }
+            | StreamEvent::PeerRemove { node: n, .. }
+            | StreamEvent::InterfaceSet { node: n, .. } => n == node,
             StreamEvent::Reconcile { node: n, .. } => n.as_ref().is_none_or(|n| n == node),
         }
     }
@@ -138,9 +152,9 @@ impl StreamEvent {
     /// The node revision this event produces, for desired-state events.
     pub fn revision(&self) -> Option<u64> {
         match self {
-            StreamEvent::PeerUpsert { revision, .. } | StreamEvent::PeerRemove { revision, .. } => {
-                Some(*revision)
-            }
+            StreamEvent::PeerUpsert { revision, .. }
+            | StreamEvent::PeerRemove { revision, .. }
+            | StreamEvent::InterfaceSet { revision, .. } => Some(*revision),
             StreamEvent::Reconcile { .. } => None,
         }
     }
@@ -164,6 +178,8 @@ pub enum ReconcileTrigger {
     Periodic,
     /// The interface failed (it may have been recreated empty) and answers again.
     InterfaceRecovered,
+    /// The node's protocol parameters changed (`InterfaceSet`): applied from the snapshot.
+    InterfaceChanged,
 }
 
 /// What one reconcile changed on the interface: the drift it found.

@@ -63,6 +63,17 @@ impl NodeAgent {
                     .await?;
                 return self.ack(conn, &entry.id, false).await;
             }
+            StreamEvent::InterfaceSet { revision, .. } => {
+                // The relay wrote the spec into the node's interface key together with this
+                // revision, so the snapshot holds it: a reconcile applies it (and finds the peers
+                // as they are). An old revision is already covered.
+                let newer = revision > self.applied;
+                if newer {
+                    self.reconcile(conn, ReconcileTrigger::InterfaceChanged, None)
+                        .await?;
+                }
+                return self.ack(conn, &entry.id, newer).await;
+            }
             StreamEvent::PeerUpsert { revision, peer, .. } => {
                 if let Err(refusal) = self.policy.check_peer(&peer) {
                     self.flush(conn, batch).await?;

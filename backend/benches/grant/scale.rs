@@ -43,6 +43,7 @@ async fn declare(service: &Service, region: &str, nodes: &[(&str, &str, u32)]) {
             subnet: ClientSubnet::new(subnet.parse().unwrap()).unwrap(),
             dns: vec![],
             capacity: *capacity,
+            protocol: pvpn_common::obfuscation::Protocol::WireGuard,
         };
         service.declare_node(&actor, &node).await.unwrap();
     }

@@ -1,16 +1,18 @@
 //! `pvpnctl node ...`
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use ipnet::Ipv4Net;
 use pvpn_common::addressing::ClientSubnet;
 use pvpn_common::client_config::Endpoint;
+use pvpn_common::obfuscation::{AwgProfile, Protocol};
 use pvpn_common::{NodeName, PublicKey, RegionCode};
 use serde_json::json;
 
 use super::{actor, output};
-use crate::service::{NodeDeclaration, NodeState, Service};
+use crate::service::{NewProfile, NodeDeclaration, NodeState, Service};
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
@@ -32,6 +34,21 @@ pub enum NodeCommand {
     /// a button that re-issues it. Run it after changing what clients need (the obfuscation
     /// profile, the endpoint, the port, the key). The running backend's bot sends the messages.
     NotifyReissue { name: NodeName },
+    /// Show an AmneziaWG node's obfuscation profile, or change it (`--regenerate`, `--set FILE`
+    /// with a JSON profile as `--json` prints it). A change invalidates every client config of
+    /// the node.
+    Profile(ProfileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    pub name: NodeName,
+    /// Draw a fresh random profile.
+    #[arg(long, conflicts_with = "set")]
+    pub regenerate: bool,
+    /// Use the profile in this JSON file (jc, jmin, jmax, s1, s2, [s3, s4,] h1..h4).
+    #[arg(long)]
+    pub set: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +76,9 @@ pub struct NodeArgs {
     /// Most devices the node takes (bounded by the subnet's size).
     #[arg(long)]
     pub capacity: u32,
+    /// `wireguard` or `amneziawg` (obfuscated; gets a generated profile). Fixed at creation.
+    #[arg(long, default_value = "wireguard")]
+    pub protocol: Protocol,
 }
 
 pub async fn run(service: &Service, cmd: NodeCommand, json: bool) -> anyhow::Result<()> {
@@ -74,6 +94,7 @@ pub async fn run(service: &Service, cmd: NodeCommand, json: bool) -> anyhow::Res
                 subnet,
                 dns: args.dns,
                 capacity: args.capacity,
+                protocol: args.protocol,
             };
             let change = service.declare_node(&actor(), &declaration).await?;
             if json {
@@ -132,7 +153,50 @@ pub async fn run(service: &Service, cmd: NodeCommand, json: bool) -> anyhow::Res
                 Ok(())
             }
         }
+        NodeCommand::Profile(args) => profile(service, args, json).await,
     }
+}
+
+async fn profile(service: &Service, args: ProfileArgs, json: bool) -> anyhow::Result<()> {
+    let new = match (&args.set, args.regenerate) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let profile: AwgProfile = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not a profile: {e}", path.display()))?;
+            NewProfile::Set(profile)
+        }
+        (None, true) => NewProfile::Regenerate,
+        (None, false) => {
+            let interface = service.node_interface(&args.name).await?;
+            if json {
+                return output::json(&interface);
+            }
+            match interface.amneziawg {
+                None => println!("node {} speaks plain WireGuard: no profile", args.name),
+                Some(profile) => {
+                    for (name, value) in profile.client_config_lines() {
+                        println!("{name} = {value}");
+                    }
+                }
+            }
+            return Ok(());
+        }
+    };
+    let set = service.set_node_profile(&actor(), &args.name, new).await?;
+    if json {
+        return output::json(&set);
+    }
+    println!(
+        "node {} has a new profile (revision {}); its agent sets it on the interface.",
+        set.node, set.revision
+    );
+    println!(
+        "Every client config of the node stopped working: {} device(s) need a new config. \
+         Tell their users with `pvpnctl node notify-reissue {}`.",
+        set.devices, set.node
+    );
+    Ok(())
 }
 
 async fn set(service: &Service, name: NodeName, enabled: bool, json: bool) -> anyhow::Result<()> {

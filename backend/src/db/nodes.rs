@@ -218,6 +218,27 @@ pub async fn insert(conn: &mut PgConnection, spec: &NodeSpec<'_>) -> sqlx::Resul
     Ok(())
 }
 
+/// Sets the node's protocol and AmneziaWG profile (validated by the caller).
+pub async fn set_interface(
+    conn: &mut PgConnection,
+    name: &str,
+    interface: &InterfaceSpec,
+) -> sqlx::Result<()> {
+    let profile = interface
+        .amneziawg
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query("UPDATE nodes SET protocol = $2, awg_profile = $3 WHERE name = $1")
+        .bind(name)
+        .bind(interface.protocol.as_str())
+        .bind(profile)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Updates what may change on an existing node (not its region or subnet).
 pub async fn update(conn: &mut PgConnection, spec: &NodeSpec<'_>) -> sqlx::Result<()> {
     sqlx::query(

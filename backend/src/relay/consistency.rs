@@ -1,5 +1,7 @@
 //! PostgreSQL decides revisions, never Redis: compares each node's revision and epoch in Redis
-//! with the revision PostgreSQL says was published (`nodes.published_revision`).
+//! with the revision PostgreSQL says was published (`nodes.published_revision`), and checks that
+//! the node's interface spec is there and readable (a Redis written by a relay from before
+//! protocols has none; without it an AmneziaWG node's agent would not set its profile).
 //!
 //! Any disagreement means Redis and PostgreSQL no longer describe the same history: Redis came
 //! back from an older RDB (behind), PostgreSQL was restored from a dump (ahead), someone wrote
@@ -7,6 +9,7 @@
 //! PostgreSQL under a new epoch; it never trusts the number in Redis. A relay that crashed
 //! between Redis and PostgreSQL also leaves Redis ahead; republishing is the harmless answer.
 
+use pvpn_common::obfuscation::InterfaceSpec;
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::{NodeName, RegionCode};
 use redis::aio::MultiplexedConnection;
@@ -35,6 +38,8 @@ pub(super) enum Verdict {
     },
     /// The revision agrees but the node's epoch is absent or not a number.
     EpochMissing,
+    /// Revision and epoch agree but the node's interface spec is absent or unreadable.
+    InterfaceMissing,
 }
 
 impl Verdict {
@@ -47,6 +52,7 @@ impl Verdict {
             Verdict::Behind { .. } => "revision_behind",
             Verdict::Ahead { .. } => "revision_ahead",
             Verdict::EpochMissing => "node_epoch_missing",
+            Verdict::InterfaceMissing => "interface_missing",
         }
     }
 }
@@ -86,6 +92,27 @@ fn judge(
     }
 }
 
+/// [`judge`], then the interface spec of a node otherwise in step: present and a valid spec.
+fn judge_with_interface(
+    revision: redis::RedisResult<Option<String>>,
+    epoch: redis::RedisResult<Option<String>>,
+    interface: redis::RedisResult<Option<String>>,
+    published: i64,
+) -> Verdict {
+    let verdict = judge(revision, epoch, published);
+    if verdict != Verdict::InStep {
+        return verdict;
+    }
+    let readable = interface.ok().flatten().is_some_and(|text| {
+        serde_json::from_str::<InterfaceSpec>(&text).is_ok_and(|s| s.validate().is_ok())
+    });
+    if readable {
+        Verdict::InStep
+    } else {
+        Verdict::InterfaceMissing
+    }
+}
+
 /// Compares every node (or the nodes named in `only`) with PostgreSQL.
 pub(super) async fn compare(
     pg: &mut PgConnection,
@@ -101,12 +128,13 @@ pub(super) async fn compare(
     for (node, region, _) in &nodes {
         let keys = RegionKeys::new(region);
         pipe.get(keys.node_revision(node))
-            .get(keys.node_epoch(node));
+            .get(keys.node_epoch(node))
+            .get(keys.node_interface(node));
     }
     // A key of the wrong type answers WRONGTYPE for its own GET only; a cut connection fails
     // the whole pipeline, which is the caller's retry.
     let replies: Vec<redis::RedisResult<Option<String>>> = pipe.query_async(redis).await?;
-    if replies.len() != nodes.len() * 2 {
+    if replies.len() != nodes.len() * 3 {
         return Err(RelayError::Data(format!(
             "{} replies for {} nodes",
             replies.len(),
@@ -116,10 +144,16 @@ pub(super) async fn compare(
     let mut replies = replies.into_iter();
     let mut out = Vec::new();
     for (node, region, published) in nodes {
-        let (Some(revision), Some(epoch)) = (replies.next(), replies.next()) else {
+        let (Some(revision), Some(epoch), Some(interface)) =
+            (replies.next(), replies.next(), replies.next())
+        else {
             break;
         };
-        out.push((node, region, judge(revision, epoch, published)));
+        out.push((
+            node,
+            region,
+            judge_with_interface(revision, epoch, interface, published),
+        ));
     }
     Ok(out)
 }
@@ -161,5 +195,22 @@ mod tests {
         );
         assert_eq!(judge(text("5"), Ok(None), 5), Verdict::EpochMissing);
         assert_eq!(judge(text("5"), text("x"), 5), Verdict::EpochMissing);
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_interface_spec_is_named() {
+        let spec = serde_json::to_string(&InterfaceSpec::wireguard()).unwrap();
+        let check = |interface| judge_with_interface(text("5"), text("17"), interface, 5);
+        assert_eq!(check(text(&spec)), Verdict::InStep);
+        assert_eq!(check(Ok(None)), Verdict::InterfaceMissing);
+        assert_eq!(
+            check(text("{\"protocol\":\"amneziawg\"}")),
+            Verdict::InterfaceMissing
+        );
+        assert_eq!(
+            judge_with_interface(Ok(None), text("17"), Ok(None), 5),
+            Verdict::Missing,
+            "the revision's verdict comes first"
+        );
     }
 }

@@ -14,7 +14,7 @@ use redis::aio::MultiplexedConnection;
 use sqlx::{Connection, PgConnection};
 
 use super::failures::NodeFailures;
-use super::scripts::{Change, ChangeOutcome, Scripts, publish_control};
+use super::scripts::{Change, ChangeOp, ChangeOutcome, Scripts, publish_control};
 use super::{RelayError, RelaySettings, snapshot};
 use crate::db;
 use crate::db::outbox::OutboxRow;
@@ -79,7 +79,7 @@ async fn publish_row(
             return Ok(());
         }
     };
-    let (node, revision, upsert, public_key, peer_json) = match &event {
+    let (node, revision, op, public_key, value_json) = match &event {
         StreamEvent::Reconcile { .. } => {
             publish_control(redis, &keys.events(), &event.encode(), maxlen).await?;
             count_published(ctx.metrics, row);
@@ -89,12 +89,36 @@ async fn publish_row(
             node,
             revision,
             peer,
-        } => (node, *revision, true, peer.public_key, wire::encode(peer)),
+        } => (
+            node,
+            *revision,
+            ChangeOp::Upsert,
+            peer.public_key.to_base64(),
+            wire::encode(peer),
+        ),
         StreamEvent::PeerRemove {
             node,
             revision,
             public_key,
-        } => (node, *revision, false, *public_key, String::new()),
+        } => (
+            node,
+            *revision,
+            ChangeOp::Remove,
+            public_key.to_base64(),
+            String::new(),
+        ),
+        // Plain JSON, as in snapshots (`snapshot::write_node`).
+        StreamEvent::InterfaceSet {
+            node,
+            revision,
+            interface,
+        } => (
+            node,
+            *revision,
+            ChangeOp::Interface,
+            String::new(),
+            serde_json::to_string(interface).map_err(|e| RelayError::Data(e.to_string()))?,
+        ),
     };
     let (peers_key, revision_key, epoch_key, events_key) = (
         keys.node_peers(node),
@@ -103,16 +127,17 @@ async fn publish_row(
         keys.events(),
     );
     let event_json = event.encode();
-    let public_key = public_key.to_base64();
+    let interface_key = keys.node_interface(node);
     let change = Change {
         epoch_key: &epoch_key,
         peers_key: &peers_key,
         revision_key: &revision_key,
         events_key: &events_key,
+        interface_key: &interface_key,
         revision,
-        upsert,
+        op,
         public_key: &public_key,
-        peer_json: &peer_json,
+        value_json: &value_json,
         event_json: &event_json,
         maxlen,
     };

@@ -1,5 +1,5 @@
 //! The relay's Redis writes, each one atomic Lua script: publish a desired-state change (snapshot
-//! hash + revision + stream entry), publish a control event, replace a node's whole snapshot.
+//! hash or interface spec + revision + stream entry), publish a control event, replace a node's whole snapshot.
 //!
 //! The change script refuses to run without the region's epoch marker (Redis lost its data: the
 //! caller republishes first) or without the node's revision key (the node was never published),
@@ -28,8 +28,9 @@ pub enum ChangeOutcome {
     Garbage,
 }
 
-// KEYS: epoch, node peers hash, node revision, events stream.
-// ARGV: revision, op (upsert|remove), public key, peer JSON (or ""), event JSON, maxlen, field.
+// KEYS: epoch, node peers hash, node revision, events stream, node interface.
+// ARGV: revision, op (upsert|remove|interface), public key (or ""), peer or interface JSON (or
+// ""), event JSON, maxlen, field.
 const CHANGE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local current = redis.call('GET', KEYS[3])
@@ -41,6 +42,8 @@ if revision <= current then return 0 end
 if revision ~= current + 1 then return -3 end
 if ARGV[2] == 'upsert' then
   redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+elseif ARGV[2] == 'interface' then
+  redis.call('SET', KEYS[5], ARGV[4])
 else
   redis.call('HDEL', KEYS[2], ARGV[3])
 end
@@ -105,16 +108,37 @@ impl SnapshotKeys {
     }
 }
 
+/// What a change does to the node's snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    Upsert,
+    Remove,
+    /// Replaces the node's interface spec (`value_json`).
+    Interface,
+}
+
+impl ChangeOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Upsert => "upsert",
+            ChangeOp::Remove => "remove",
+            ChangeOp::Interface => "interface",
+        }
+    }
+}
+
 /// One desired-state change, ready to publish.
 pub struct Change<'a> {
     pub epoch_key: &'a str,
     pub peers_key: &'a str,
     pub revision_key: &'a str,
     pub events_key: &'a str,
+    pub interface_key: &'a str,
     pub revision: u64,
-    pub upsert: bool,
+    pub op: ChangeOp,
     pub public_key: &'a str,
-    pub peer_json: &'a str,
+    /// The peer's JSON for an upsert, the interface spec's for an interface change.
+    pub value_json: &'a str,
     pub event_json: &'a str,
     pub maxlen: u64,
 }
@@ -131,10 +155,11 @@ impl Scripts {
             .key(c.peers_key)
             .key(c.revision_key)
             .key(c.events_key)
+            .key(c.interface_key)
             .arg(c.revision)
-            .arg(if c.upsert { "upsert" } else { "remove" })
+            .arg(c.op.as_str())
             .arg(c.public_key)
-            .arg(c.peer_json)
+            .arg(c.value_json)
             .arg(c.event_json)
             .arg(c.maxlen)
             .arg(EVENT_FIELD)

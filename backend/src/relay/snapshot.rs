@@ -55,13 +55,7 @@ async fn write_node(
     let interface = serde_json::to_string(&row.interface)
         .map_err(|e| RelayError::Data(format!("interface spec of {node}: {e}")))?;
     let epoch = scripts
-        .write_snapshot(
-            redis,
-            &keys,
-            revision,
-            &wire::encode(&row.interface),
-            &entries,
-        )
+        .write_snapshot(redis, &keys, revision, &interface, &entries)
         .await?;
     let mut tx = pg.begin().await?;
     db::nodes::mark_published(&mut tx, node.as_str(), row.revision).await?;

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use pvpn_common::addressing::ClientSubnet;
 use pvpn_common::client_config::Endpoint;
+use pvpn_common::obfuscation::{AwgProfile, InterfaceSpec, Protocol};
 use pvpn_common::{NodeName, PublicKey, RegionCode};
 use serde::Serialize;
 use serde_json::json;
@@ -45,6 +46,8 @@ pub struct NodeDeclaration {
     pub subnet: ClientSubnet,
     pub dns: Vec<IpAddr>,
     pub capacity: u32,
+    /// Fixed when the node is created; an AmneziaWG node gets a generated profile then.
+    pub protocol: Protocol,
 }
 
 impl Service {
@@ -151,6 +154,10 @@ impl Service {
             let change = match db::nodes::lock(&mut tx, node.name.as_str()).await? {
                 None => {
                     db::nodes::insert(&mut tx, &spec).await?;
+                    if node.protocol == Protocol::AmneziaWg {
+                        let interface = InterfaceSpec::amneziawg(AwgProfile::generate());
+                        db::nodes::set_interface(&mut tx, spec.name, &interface).await?;
+                    }
                     Change::Created
                 }
                 Some(old) => {
@@ -158,6 +165,12 @@ impl Service {
                         return Err(ServiceError::Conflict(format!(
                             "node {} is in region {}, not {}; a node cannot move",
                             spec.name, old.region, spec.region
+                        )));
+                    }
+                    if old.interface.protocol != node.protocol {
+                        return Err(ServiceError::Conflict(format!(
+                            "node {} speaks {}, not {}; the protocol cannot change (add a new node)",
+                            spec.name, old.interface.protocol, node.protocol
                         )));
                     }
                     if old.subnet != node.subnet {

@@ -57,6 +57,7 @@ pub mod import;
 pub mod infra;
 pub mod notices;
 mod outbox;
+pub mod profiles;
 mod regions;
 mod render;
 pub mod types;
@@ -72,6 +73,7 @@ pub use infra::{Change, NodeDeclaration};
 pub use notices::{
     NoticeBody, NoticeDelivery, NoticeKind, NoticeState, PendingNotice, ReissueNotification,
 };
+pub use profiles::{NewProfile, ProfileSet};
 pub use types::*;
 
 use crate::metrics::Metrics;

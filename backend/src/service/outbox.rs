@@ -11,6 +11,7 @@
 //! wake-up is not part of the transaction on purpose: a `NOTIFY` inside it would serialise every
 //! grant's commit behind PostgreSQL's cluster-wide notify lock ([`db::outbox::notify`]).
 
+use pvpn_common::obfuscation::InterfaceSpec;
 use pvpn_common::wire::StreamEvent;
 use pvpn_common::{NodeName, PeerSpec, PublicKey, RegionCode};
 use sqlx::PgConnection;
@@ -83,6 +84,24 @@ pub(crate) async fn peer_remove(
             node: node.clone(),
             revision,
             public_key,
+        }
+    })
+    .await
+}
+
+/// Records "node's interface should be `interface`" (an AmneziaWG profile changed); returns the
+/// node's new revision, which orders it with the node's peer changes.
+pub(crate) async fn interface_set(
+    conn: &mut PgConnection,
+    region: &RegionCode,
+    node: &NodeName,
+    interface: InterfaceSpec,
+) -> Result<u64, ServiceError> {
+    node_change(conn, region, node, "interface_set", |revision| {
+        StreamEvent::InterfaceSet {
+            node: node.clone(),
+            revision,
+            interface,
         }
     })
     .await

@@ -106,6 +106,7 @@ pub fn node(
             .expect("client subnet"),
         dns: vec!["198.18.0.1".parse().expect("dns")],
         capacity,
+        protocol: pvpn_common::obfuscation::Protocol::WireGuard,
     }
 }
 

@@ -58,6 +58,7 @@ pub fn node(name: &str, region_code: &str, subnet: &str, capacity: u32) -> NodeD
             .expect("client subnet"),
         dns: vec!["198.18.0.1".parse().expect("dns")],
         capacity,
+        protocol: pvpn_common::obfuscation::Protocol::WireGuard,
     }
 }
 

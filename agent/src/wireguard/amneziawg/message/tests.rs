@@ -14,8 +14,8 @@ fn spec(i: u32) -> PeerSpec {
                 .unwrap(),
             format!("fd00::{:x}/128", i + 1).parse().unwrap(),
         ],
-        preshared_key: (i % 2 == 0).then(PresharedKey::generate),
-        persistent_keepalive: (i % 3 == 0).then_some(25),
+        preshared_key: i.is_multiple_of(2).then(PresharedKey::generate),
+        persistent_keepalive: i.is_multiple_of(3).then_some(25),
     }
 }
 
