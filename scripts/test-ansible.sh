@@ -3,7 +3,8 @@
 # (backend.yml + region.yml) applied through Ansible's chroot connection to three Debian 12 roots
 # built with debootstrap (a backend host and two nodes of two regions), checked with the real
 # tools (nft, systemd-analyze, redis-server, PostgreSQL, wg), and a second run that must change
-# nothing; then a fourth root that already runs WireGuard is adopted (scripts/test-ansible-adopt.sh).
+# nothing; then a fourth root that already runs WireGuard is adopted (scripts/test-ansible-adopt.sh)
+# and a fifth becomes an AmneziaWG node (scripts/test-ansible-amneziawg.sh).
 # Needs root. Any failed check fails the run with a message saying what is wrong.
 #
 # The debootstrap root and the downloaded .deb files are cached in $PVPN_TEST_CACHE so repeated
@@ -242,4 +243,5 @@ export PVPN_TEST_WORK=$work PVPN_TEST_DB=$db_name
 log "checking the provisioned roots with the real tools"
 source "$repo/scripts/test-ansible-checks.sh"
 source "$repo/scripts/test-ansible-adopt.sh"
+source "$repo/scripts/test-ansible-amneziawg.sh"
 log "all Ansible checks passed"
