@@ -9,6 +9,7 @@ use pvpn_common::NodeName;
 use pvpn_common::obfuscation::{AwgProfile, InterfaceSpec, Protocol};
 use serde::Serialize;
 use serde_json::json;
+use sqlx::Connection;
 
 use super::error::retry;
 use super::types::Actor;
@@ -62,7 +63,8 @@ impl Service {
             }
         };
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.pool.acquire().await?;
+            let mut tx = conn.begin().await?;
             let row = db::nodes::lock(&mut tx, name.as_str())
                 .await?
                 .ok_or(ServiceError::NodeNotFound)?;
@@ -83,6 +85,7 @@ impl Service {
             )
             .await?;
             tx.commit().await?;
+            outbox::wake_relay(&mut conn).await;
             Ok(ProfileSet {
                 node: name.clone(),
                 profile,
