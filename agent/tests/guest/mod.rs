@@ -1,6 +1,7 @@
 //! Harness for the agent on kernel WireGuard: a Debian guest under QEMU (pvpn-testkit's `vm`)
 //! running the real `pvpn-agent` binary with `PVPN_WG_BACKEND=kernel`, Redis on the host side
-//! of the guest's bridge, and kernel interfaces created and read with `ip` and `wg` in the guest.
+//! of the guest's bridge (TLS only, the guest trusting its CA, as a provisioned node does), and
+//! kernel interfaces created and read with `ip` and `wg` in the guest.
 
 #![allow(dead_code)]
 
@@ -22,6 +23,8 @@ use crate::support::{NODE, REGION, Relay, SUBNET, keys, node, same};
 const AGENT_BIN: &str = env!("CARGO_BIN_EXE_pvpn-agent");
 /// Where the agent serves `/healthz` and `/metrics` inside the guest.
 const AGENT_HTTP_PORT: u16 = 9100;
+/// Where the guest keeps the Redis server's CA certificate (as the Ansible role puts it).
+const REDIS_CA_IN_GUEST: &str = "/etc/pvpn/redis-ca.crt";
 /// For one command in the guest (a `wg show dump` of 20,000 peers included).
 pub const COMMAND: Duration = Duration::from_secs(120);
 /// Generous: TCG on a shared 2-core machine; a deadline, not a timing assertion.
@@ -35,15 +38,35 @@ pub struct GuestNode {
 }
 
 impl GuestNode {
+    /// A guest whose agent reaches Redis over TLS only, trusting the server's CA, as a
+    /// provisioned node does.
     pub fn boot() -> Result<Self> {
+        Self::boot_with(true)
+    }
+
+    /// A guest whose agent reaches Redis by plain TCP across the test's private bridge: for
+    /// tests about sizes. With TLS in a debug build on the emulated CPU (no AES instructions)
+    /// the agent's 3 s node lease lapsed again and again while 10,000-peer snapshots were read.
+    pub fn boot_with_plain_redis() -> Result<Self> {
+        Self::boot_with(false)
+    }
+
+    fn boot_with(tls: bool) -> Result<Self> {
         let net = GuestNetwork::create()?;
-        let redis = RedisServer::start_in_netns(net.netns(), net.host_addr())?;
+        let redis = match tls {
+            true => RedisServer::start_in_netns_tls(net.netns(), net.host_addr())?,
+            false => RedisServer::start_in_netns(net.netns(), net.host_addr())?,
+        };
         let guest = DebianGuest::boot(&net)?;
         guest.copy_in(
             std::path::Path::new(AGENT_BIN),
             "/usr/local/bin/pvpn-agent",
             0o755,
         )?;
+        if let Some(ca) = redis.ca_file() {
+            guest.run_ok("mkdir -p /etc/pvpn", COMMAND)?;
+            guest.copy_in(ca, REDIS_CA_IN_GUEST, 0o644)?;
+        }
         Ok(Self { guest, redis, net })
     }
 
@@ -142,10 +165,13 @@ impl GuestNode {
     /// Starts the agent in the guest on `iface` (a transient systemd unit; SIGTERM stops it).
     pub fn start_agent(&self, iface: &str) -> GuestAgent<'_> {
         let unit = format!("pvpn-agent-{iface}-{}", pvpn_testkit::unique_suffix());
+        let transport = match self.redis.ca_file() {
+            Some(_) => ("PVPN_REDIS_CA_FILE", REDIS_CA_IN_GUEST),
+            None => ("PVPN_REDIS_ALLOW_PLAINTEXT", "true"),
+        };
         let env = [
             ("REDIS_URL", self.redis.network_url()),
-            // Plain TCP to the host across the test's private bridge (TLS is tested elsewhere).
-            ("PVPN_REDIS_ALLOW_PLAINTEXT", "true".to_string()),
+            (transport.0, transport.1.to_string()),
             ("PVPN_REGION", REGION.to_string()),
             ("PVPN_NODE", NODE.to_string()),
             ("PVPN_SUBNET", SUBNET.to_string()),
