@@ -46,7 +46,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     let mut relay = node.relay();
     relay.upsert(&peer(1));
     let other = tempfile::tempdir().unwrap();
-    let other_ca = pvpn_testkit::tls_ca::TlsFiles::generate(other.path()).unwrap();
+    let other_ca = pvpn_testkit::tls_ca::TlsFiles::generate(other.path(), &[]).unwrap();
     let mut config = node.config();
     config.redis.ca_file = Some(other_ca.ca_cert.clone());
     let agent = RunningAgent::start(config).await;

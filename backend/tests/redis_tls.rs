@@ -75,7 +75,7 @@ fn another_ca_is_refused_with_a_clear_error() {
         )
     });
     let other = tempfile::tempdir().unwrap();
-    let other_ca = TlsFiles::generate(other.path()).unwrap();
+    let other_ca = TlsFiles::generate(other.path(), &[]).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_pvpn-backend"))
         .env_remove("PVPN_CONFIG")
         .env_remove("TELEGRAM_BOT_TOKEN")

@@ -1,7 +1,8 @@
 //! Harness for the agent on kernel WireGuard or AmneziaWG: a Debian guest under QEMU
 //! (pvpn-testkit's `vm`) running the real `pvpn-agent` binary with `PVPN_WG_BACKEND=kernel` or
-//! `amneziawg`, Redis on the host side of the guest's bridge, and kernel interfaces created and
-//! read with `ip` and `wg` (or `awg`, with the module built by `scripts/build-awg.sh`) in the guest.
+//! `amneziawg`, Redis on the host side of the guest's bridge (TLS only, the guest trusting its
+//! CA, as a provisioned node does), and kernel interfaces created and read with `ip` and `wg`
+//! (or `awg`, with the module built by `scripts/build-awg.sh`) in the guest.
 
 #![allow(dead_code)]
 
@@ -24,6 +25,8 @@ use crate::support::{NODE, REGION, Relay, SUBNET, keys, node, same};
 const AGENT_BIN: &str = env!("CARGO_BIN_EXE_pvpn-agent");
 /// Where the agent serves `/healthz` and `/metrics` inside the guest.
 const AGENT_HTTP_PORT: u16 = 9100;
+/// Where the guest keeps the Redis server's CA certificate (as the Ansible role puts it).
+const REDIS_CA_IN_GUEST: &str = "/etc/pvpn/redis-ca.crt";
 /// For one command in the guest (a `wg show dump` of 20,000 peers included).
 pub const COMMAND: Duration = Duration::from_secs(120);
 /// Generous: TCG on a shared 2-core machine; a deadline, not a timing assertion.
@@ -39,15 +42,35 @@ pub struct GuestNode {
 }
 
 impl GuestNode {
+    /// A guest whose agent reaches Redis over TLS only, trusting the server's CA, as a
+    /// provisioned node does.
     pub fn boot() -> Result<Self> {
+        Self::boot_with(true)
+    }
+
+    /// A guest whose agent reaches Redis by plain TCP across the test's private bridge: for
+    /// tests about sizes. With TLS in a debug build on the emulated CPU (no AES instructions)
+    /// the agent's 3 s node lease lapsed again and again while 10,000-peer snapshots were read.
+    pub fn boot_with_plain_redis() -> Result<Self> {
+        Self::boot_with(false)
+    }
+
+    fn boot_with(tls: bool) -> Result<Self> {
         let net = GuestNetwork::create()?;
-        let redis = RedisServer::start_in_netns(net.netns(), net.host_addr())?;
+        let redis = match tls {
+            true => RedisServer::start_in_netns_tls(net.netns(), net.host_addr())?,
+            false => RedisServer::start_in_netns(net.netns(), net.host_addr())?,
+        };
         let guest = DebianGuest::boot(&net)?;
         guest.copy_in(
             std::path::Path::new(AGENT_BIN),
             "/usr/local/bin/pvpn-agent",
             0o755,
         )?;
+        if let Some(ca) = redis.ca_file() {
+            guest.run_ok("mkdir -p /etc/pvpn", COMMAND)?;
+            guest.copy_in(ca, REDIS_CA_IN_GUEST, 0o644)?;
+        }
         Ok(Self {
             guest,
             redis,
@@ -57,7 +80,7 @@ impl GuestNode {
     }
 
     /// A booted guest with the AmneziaWG module loaded and `awg`/`awg-quick` installed, whose
-    /// interfaces are AmneziaWG ones.
+    /// interfaces are AmneziaWG ones; its agent reaches Redis over TLS.
     pub fn boot_amneziawg() -> Result<Self> {
         let build = amneziawg_build()?;
         let mut node = Self::boot()?;
@@ -189,10 +212,13 @@ impl GuestNode {
             Protocol::WireGuard => "kernel",
             Protocol::AmneziaWg => "amneziawg",
         };
+        let transport = match self.redis.ca_file() {
+            Some(_) => ("PVPN_REDIS_CA_FILE", REDIS_CA_IN_GUEST),
+            None => ("PVPN_REDIS_ALLOW_PLAINTEXT", "true"),
+        };
         let env = [
             ("REDIS_URL", self.redis.network_url()),
-            // Plain TCP to the host across the test's private bridge (TLS is tested elsewhere).
-            ("PVPN_REDIS_ALLOW_PLAINTEXT", "true".to_string()),
+            (transport.0, transport.1.to_string()),
             ("PVPN_REGION", REGION.to_string()),
             ("PVPN_NODE", NODE.to_string()),
             ("PVPN_SUBNET", SUBNET.to_string()),

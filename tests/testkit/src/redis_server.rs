@@ -65,7 +65,7 @@ impl RedisServer {
             port,
             child: None,
             netns: None,
-            tls: Some(TlsFiles::generate(&dir.join("tls"))?),
+            tls: Some(TlsFiles::generate(&dir.join("tls"), &[])?),
             dir,
         };
         server.spawn()?;
@@ -93,14 +93,30 @@ impl RedisServer {
     /// Starts a server inside `netns` listening on `addr:6379` (the namespace is the test's own,
     /// so the port is free) and on a Unix socket that [`RedisServer::url`] names.
     pub fn start_in_netns(netns: &crate::netns::Netns, addr: Ipv4Addr) -> Result<Self> {
+        Self::start_in_netns_with(netns, addr, false)
+    }
+
+    /// [`RedisServer::start_in_netns`] serving TLS only on `addr:6379`, with a certificate for
+    /// `addr` ([`RedisServer::network_url`] is `rediss://…`, [`RedisServer::ca_file`] its CA);
+    /// the test process still uses the plain Unix socket, which never leaves the host.
+    pub fn start_in_netns_tls(netns: &crate::netns::Netns, addr: Ipv4Addr) -> Result<Self> {
+        Self::start_in_netns_with(netns, addr, true)
+    }
+
+    fn start_in_netns_with(netns: &crate::netns::Netns, addr: Ipv4Addr, tls: bool) -> Result<Self> {
         let socket =
             std::env::temp_dir().join(format!("pvpn-redis-{}.sock", crate::unique_suffix()));
+        let dir = Self::data_dir(6379)?;
+        let tls = match tls {
+            true => Some(TlsFiles::generate(&dir.join("tls"), &[addr])?),
+            false => None,
+        };
         let mut server = Self {
             port: 6379,
             child: None,
             netns: Some((netns.name().to_string(), addr, socket)),
-            dir: Self::data_dir(6379)?,
-            tls: None,
+            dir,
+            tls,
         };
         server.spawn()?;
         Ok(server)
@@ -200,7 +216,8 @@ impl RedisServer {
 
     /// A client for [`RedisServer::url`], trusting the server's CA when it speaks TLS.
     pub fn client(&self) -> Result<redis::Client> {
-        let Some(tls) = &self.tls else {
+        // A server in a namespace is reached through its (plain, local) Unix socket.
+        let (Some(tls), None) = (&self.tls, &self.netns) else {
             return Ok(redis::Client::open(self.url())?);
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -215,10 +232,16 @@ impl RedisServer {
     }
 
     /// Where processes inside the namespace (guests on its bridge) connect:
-    /// `redis://<addr>:6379/`; the same as [`RedisServer::url`] for a loopback server.
+    /// `redis://<addr>:6379/` (`rediss://` for a TLS server); the same as [`RedisServer::url`]
+    /// for a loopback server.
     pub fn network_url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.netns {
-            Some((_, addr, _)) => format!("redis://{addr}:{}/", self.port),
+            Some((_, addr, _)) => format!("{scheme}://{addr}:{}/", self.port),
             None => self.url(),
         }
     }

@@ -5,6 +5,7 @@
 //! Used by [`crate::redis_server::RedisServer::start_tls`]; a test that needs a CA the server
 //! does not use (a client trusting the wrong authority) generates a second one.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,8 +21,9 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Generates a CA and a server certificate for `127.0.0.1` and `localhost` into `dir`.
-    pub fn generate(dir: &Path) -> Result<Self> {
+    /// Generates a CA and a server certificate for `127.0.0.1`, `localhost` and `addresses`
+    /// into `dir`.
+    pub fn generate(dir: &Path, addresses: &[Ipv4Addr]) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let files = Self {
             ca_cert: dir.join("ca.crt"),
@@ -31,10 +33,14 @@ impl TlsFiles {
         let ca_key = dir.join("ca.key");
         let csr = dir.join("server.csr");
         let extensions = dir.join("server.ext");
+        let names: String = addresses.iter().map(|a| format!(",IP:{a}")).collect();
         std::fs::write(
             &extensions,
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+            format!(
+                "subjectAltName=IP:127.0.0.1,DNS:localhost{names}\n\
+                 basicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
         )
         .context("writing the server certificate's extensions")?;
         let ec = [
