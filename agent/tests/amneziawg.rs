@@ -4,14 +4,16 @@
 //! peers from the snapshot; a client brought up with `awg` from a rendered config pings through
 //! it, a plain WireGuard client with the same keys gets no handshake, nothing on the wire looks
 //! like WireGuard, a parameter changed behind the agent's back is set back, and an AmneziaWG spec
-//! on a plain WireGuard interface is refused with nothing applied.
+//! on a plain WireGuard interface is refused with nothing applied. The kernel scenarios shared
+//! with WireGuard (`guest::scenarios`: start-up reconcile, ordered events, revision gap) run
+//! first on the same interface.
 
 mod guest;
 mod support;
 
 use std::collections::BTreeMap;
 
-use guest::{COMMAND, GuestNode};
+use guest::{COMMAND, GuestNode, scenarios};
 use pvpn_common::client_config::ClientConfig;
 use pvpn_common::obfuscation::{AwgProfile, InterfaceSpec, Protocol};
 use pvpn_common::wire::ReconcileReport;
@@ -130,14 +132,12 @@ fn the_agent_drives_an_amneziawg_interface() {
         persistent_keepalive: None,
     };
     let mut relay = node.relay();
-    relay.upsert_without_event(&client);
-    relay.upsert_without_event(&support::peer(1));
-
-    eprintln!("scenario: the agent sets the profile and the peers on a fresh interface");
-    let agent = node.start_agent("awg1");
-    agent.wait_ready();
-    node.wait_for_peers("awg1", &relay.peers);
+    // The kernel scenarios of WireGuard, on AmneziaWG; the start-up reconcile also sets the
+    // fresh interface's obfuscation parameters.
+    let agent = scenarios::startup_events_and_gap(&node, &mut relay, "awg1");
     assert_holds_profile(&node, "awg1", &profile);
+    relay.upsert(&client);
+    node.wait_for_peers("awg1", &relay.peers);
 
     eprintln!("scenario: an awg client from a rendered config pings through the interface");
     node.sh(&format!(
@@ -269,6 +269,20 @@ fn the_agent_drives_an_amneziawg_interface() {
         after.latest_handshake, session.latest_handshake,
         "session kept"
     );
+
+    eprintln!("scenario: an agent restart keeps the session and changes nothing");
+    agent.stop();
+    let agent = node.start_agent("awg1");
+    agent.wait_ready();
+    let report = scenarios::requested_reconcile(&node, &mut relay, "after-restart");
+    assert_eq!(scenarios::counts(&report), (0, 0, 0));
+    assert!(!report.interface_corrected, "{report:?}");
+    let after = node.peers("awg1")[&client.public_key].clone();
+    assert_eq!(
+        after.latest_handshake, session.latest_handshake,
+        "session kept"
+    );
+    assert_holds_profile(&node, "awg1", &profile);
     agent.stop();
 
     eprintln!("scenario: an AmneziaWG spec on a plain WireGuard interface is refused");
