@@ -15,7 +15,7 @@ use guest::scenarios::{self, counts, reconcile_report, requested_reconcile};
 use guest::{GuestNode, assert_same_peers, replace_snapshot};
 use pvpn_common::client_config::ClientConfig;
 use pvpn_common::redis_keys::{DEAD_LETTER_ID_FIELD, DEAD_LETTER_REASON_FIELD};
-use pvpn_common::wire::{EVENT_FIELD, ReconcileReport, ReconcileTrigger};
+use pvpn_common::wire::{EVENT_FIELD, ReconcileTrigger};
 use pvpn_common::{PeerSpec, PresharedKey, PrivateKey};
 use pvpn_testkit::netns::WgInterface;
 use redis::Commands;

@@ -97,7 +97,7 @@ async fn pvpnctl_manages_an_amneziawg_nodes_profile() {
     }
 
     let said = ok(url, &["node", "profile", "nl-1", "--regenerate"]);
-    assert!(said.contains(&"1 device(s) need a new config"), "{said}");
+    assert!(said.contains("1 device(s) need a new config"), "{said}");
     assert!(said.contains("pvpnctl node notify-reissue nl-1"), "{said}");
     let second = profile_of(url, "nl-1").amneziawg.unwrap();
     assert_ne!(second, first);
