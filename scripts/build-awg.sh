@@ -68,7 +68,8 @@ grep -aq "vermagic=$kernel " "$module_src/amneziawg.ko" ||
 
 staging=$build/out
 mkdir -p "$staging"
-cp "$module_src/amneziawg.ko" "$staging/amneziawg.ko"
+# Without debug info the module is ~10x smaller: faster to copy into every guest.
+strip --strip-debug -o "$staging/amneziawg.ko" "$module_src/amneziawg.ko"
 install -m 0755 "$tools_src/wg" "$staging/awg"
 install -m 0755 "$tools_src/wg-quick/linux.bash" "$staging/awg-quick"
 rm -rf "$out"

@@ -3,15 +3,18 @@
 //! agent configures the interface's obfuscation from the node's InterfaceSpec in Redis and its
 //! peers from the snapshot; a client brought up with `awg` from a rendered config pings through
 //! it, a plain WireGuard client with the same keys gets no handshake, nothing on the wire looks
-//! like WireGuard, a parameter changed behind the agent's back is set back, and an AmneziaWG spec
-//! on a plain WireGuard interface is refused with nothing applied.
+//! like WireGuard, a profile change from the backend reaches the interface, a parameter changed
+//! behind the agent's back is set back, and an AmneziaWG spec
+//! on a plain WireGuard interface is refused with nothing applied. The kernel scenarios shared
+//! with WireGuard (`guest::scenarios`: start-up reconcile, ordered events, revision gap) run
+//! first on the same interface.
 
 mod guest;
 mod support;
 
 use std::collections::BTreeMap;
 
-use guest::{COMMAND, GuestNode};
+use guest::{COMMAND, GuestNode, scenarios};
 use pvpn_common::client_config::ClientConfig;
 use pvpn_common::obfuscation::{AwgProfile, InterfaceSpec, Protocol};
 use pvpn_common::wire::ReconcileReport;
@@ -130,14 +133,12 @@ fn the_agent_drives_an_amneziawg_interface() {
         persistent_keepalive: None,
     };
     let mut relay = node.relay();
-    relay.upsert_without_event(&client);
-    relay.upsert_without_event(&support::peer(1));
-
-    eprintln!("scenario: the agent sets the profile and the peers on a fresh interface");
-    let agent = node.start_agent("awg1");
-    agent.wait_ready();
-    node.wait_for_peers("awg1", &relay.peers);
+    // The kernel scenarios of WireGuard, on AmneziaWG; the start-up reconcile also sets the
+    // fresh interface's obfuscation parameters.
+    let agent = scenarios::startup_events_and_gap(&node, &mut relay, "awg1");
     assert_holds_profile(&node, "awg1", &profile);
+    relay.upsert(&client);
+    node.wait_for_peers("awg1", &relay.peers);
 
     eprintln!("scenario: an awg client from a rendered config pings through the interface");
     node.sh(&format!(
@@ -244,6 +245,21 @@ fn the_agent_drives_an_amneziawg_interface() {
     );
     node.sh("ip -n cl link del wgc");
 
+    eprintln!("scenario: a profile changed in the backend (InterfaceSet) reaches the interface");
+    let profile = AwgProfile::generate();
+    relay.set_interface(&InterfaceSpec::amneziawg(profile));
+    node.wait_until("the new profile on the interface", || {
+        let values = interface_values(&node, "awg1");
+        profile
+            .client_config_lines()
+            .iter()
+            .all(|(name, want)| values.get(*name) == Some(want))
+            .then_some(())
+    });
+    node.wait_until("the event to be acknowledged", || {
+        (node.pending() == 0).then_some(())
+    });
+
     eprintln!("scenario: a parameter changed behind the agent's back is set back");
     let other_jc = profile.jc % 12 + 13;
     node.sh(&format!("awg set awg1 jc {other_jc}"));
@@ -257,9 +273,10 @@ fn the_agent_drives_an_amneziawg_interface() {
     assert_eq!((report.added, report.removed, report.updated), (0, 0, 0));
     assert_holds_profile(&node, "awg1", &profile);
     let (_, metrics) = agent.get("/metrics").unwrap();
-    // The first was the start-up reconcile setting the fresh interface's parameters.
+    // Before: the start-up reconcile setting the fresh interface's parameters, and the
+    // InterfaceSet's reconcile setting the new profile.
     assert!(
-        metrics.contains("pvpn_agent_interface_corrections_total 2"),
+        metrics.contains("pvpn_agent_interface_corrections_total 3"),
         "{metrics}"
     );
     relay.request_reconcile("steady");
@@ -269,6 +286,20 @@ fn the_agent_drives_an_amneziawg_interface() {
         after.latest_handshake, session.latest_handshake,
         "session kept"
     );
+
+    eprintln!("scenario: an agent restart keeps the session and changes nothing");
+    agent.stop();
+    let agent = node.start_agent("awg1");
+    agent.wait_ready();
+    let report = scenarios::requested_reconcile(&node, &mut relay, "after-restart");
+    assert_eq!(scenarios::counts(&report), (0, 0, 0));
+    assert!(!report.interface_corrected, "{report:?}");
+    let after = node.peers("awg1")[&client.public_key].clone();
+    assert_eq!(
+        after.latest_handshake, session.latest_handshake,
+        "session kept"
+    );
+    assert_holds_profile(&node, "awg1", &profile);
     agent.stop();
 
     eprintln!("scenario: an AmneziaWG spec on a plain WireGuard interface is refused");

@@ -11,43 +11,17 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use guest::scenarios::{self, counts, reconcile_report, requested_reconcile};
 use guest::{GuestNode, assert_same_peers, replace_snapshot};
 use pvpn_common::client_config::ClientConfig;
 use pvpn_common::redis_keys::{DEAD_LETTER_ID_FIELD, DEAD_LETTER_REASON_FIELD};
-use pvpn_common::wire::{EVENT_FIELD, ReconcileReport, ReconcileTrigger};
+use pvpn_common::wire::{EVENT_FIELD, ReconcileTrigger};
 use pvpn_common::{PeerSpec, PresharedKey, PrivateKey};
 use pvpn_testkit::netns::WgInterface;
 use redis::Commands;
 use support::{Relay, keys, peer};
 
 const NODE_TUNNEL_ADDR: &str = "198.19.255.254";
-
-/// Waits for a heartbeat whose last reconcile matches `wanted`.
-fn reconcile_report(
-    node: &GuestNode,
-    what: &str,
-    wanted: impl Fn(&ReconcileReport) -> bool,
-) -> ReconcileReport {
-    node.wait_until(what, || {
-        node.heartbeat()
-            .and_then(|h| h.last_reconcile)
-            .filter(&wanted)
-    })
-}
-
-/// Publishes a reconcile request and waits for the reconcile answering it.
-fn requested_reconcile(node: &GuestNode, relay: &mut Relay, request_id: &str) -> ReconcileReport {
-    relay.request_reconcile(request_id);
-    reconcile_report(
-        node,
-        &format!("the reconcile answering {request_id}"),
-        |r| r.request_id.as_deref() == Some(request_id),
-    )
-}
-
-fn counts(report: &ReconcileReport) -> (u32, u32, u32) {
-    (report.added, report.removed, report.updated)
-}
 
 #[test]
 fn the_agent_keeps_a_kernel_interface_in_sync() {
@@ -57,61 +31,7 @@ fn the_agent_keeps_a_kernel_interface_in_sync() {
     node.create_interface("wg1", &server_key, 51820, &cidr);
     let mut relay = node.relay();
 
-    eprintln!("scenario: start-up reconcile adds the snapshot and removes a stray peer");
-    let stray = peer(900);
-    node.sh(&format!(
-        "wg set wg1 peer {} allowed-ips 198.19.200.1/32",
-        stray.public_key
-    ));
-    for n in 1..=3 {
-        relay.upsert_without_event(&peer(n));
-    }
-    let agent = node.start_agent("wg1");
-    agent.wait_ready();
-    node.wait_for_peers("wg1", &relay.peers);
-    let startup = reconcile_report(&node, "the start-up reconcile", |r| {
-        r.trigger == ReconcileTrigger::Startup
-    });
-    assert_eq!(counts(&startup), (3, 1, 0));
-
-    eprintln!("scenario: events apply in order and are acknowledged");
-    let a = peer(10);
-    relay.upsert(&a);
-    node.wait_for_peers("wg1", &relay.peers);
-    let mut a2 = a.clone();
-    // A peer moves to another address of the subnet (the agent accepts only one /32 client
-    // address per peer, see `agent::policy`).
-    a2.allowed_ips = vec!["198.19.7.7/32".parse().unwrap()];
-    a2.preshared_key = None;
-    a2.persistent_keepalive = Some(25);
-    relay.upsert(&a2);
-    node.wait_for_peers("wg1", &relay.peers);
-    assert_eq!(
-        node.peers("wg1")[&a.public_key].persistent_keepalive,
-        Some(25)
-    );
-    relay.remove(&a.public_key);
-    node.wait_for_peers("wg1", &relay.peers);
-    node.wait_until("every entry to be acknowledged", || {
-        (node.pending() == 0).then_some(())
-    });
-    let revision = relay.revision;
-    node.wait_until("the applied revision in /metrics", || {
-        let (_, metrics) = agent.get("/metrics").ok()?;
-        metrics
-            .contains(&format!("pvpn_agent_applied_revision {revision}"))
-            .then_some(())
-    });
-
-    eprintln!("scenario: a revision gap is repaired from the snapshot");
-    relay.upsert_without_event(&peer(20));
-    relay.upsert(&peer(21));
-    node.wait_for_peers("wg1", &relay.peers);
-    let gap = reconcile_report(&node, "the revision-gap reconcile", |r| {
-        r.trigger == ReconcileTrigger::RevisionGap
-    });
-    assert_eq!(counts(&gap), (2, 0, 0));
-    assert_eq!(gap.snapshot_revision, relay.revision);
+    let agent = scenarios::startup_events_and_gap(&node, &mut relay, "wg1");
 
     eprintln!("scenario: a malformed entry is dead-lettered, the next one applies");
     let bad_id = relay.xadd_raw(&[(EVENT_FIELD, b"not json at all")]);

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod scenarios;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

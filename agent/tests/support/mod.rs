@@ -233,6 +233,23 @@ impl Relay {
         self.finish(pipe, &event)
     }
 
+    /// The next revision's interface change (an AmneziaWG profile set with `pvpnctl`): the
+    /// node's interface key (plain JSON) + revision + stream entry.
+    pub fn set_interface(&mut self, spec: &pvpn_common::obfuscation::InterfaceSpec) -> String {
+        self.revision += 1;
+        let event = StreamEvent::InterfaceSet {
+            node: self.node.clone(),
+            revision: self.revision,
+            interface: *spec,
+        };
+        let json = serde_json::to_string(spec).expect("a spec serializes");
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set(self.keys.node_interface(&self.node), json)
+            .ignore();
+        self.finish(pipe, &event)
+    }
+
     /// The next revision's removal.
     pub fn remove(&mut self, key: &PublicKey) -> String {
         self.revision += 1;
