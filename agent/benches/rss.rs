@@ -3,7 +3,7 @@
 //!
 //! A node's interface is filled with `wg setconf` (as a running node's would be) and its snapshot
 //! in a private Redis holds the same peers, so the agent's start-up reconcile changes nothing and
-//! what remains is the routine. Intervals are shortened (heartbeat 1 s, stats 5 s, reconcile
+//! what remains is the routine. Intervals are shortened (heartbeat 5 s, stats 5 s, reconcile
 //! 30 s) so ten minutes hold far more of each than on a node with the defaults (10 s, 30 s,
 //! 60 s). RSS is sampled every 5 s from `/proc/<pid>/status`; the bench prints each minute's
 //! lowest and highest sample and the target (≤ 50 MB, flat).
@@ -104,7 +104,7 @@ fn main() {
         .env("PVPN_WG_INTERFACE", &name)
         .env("PVPN_WG_BACKEND", "userspace")
         .env("PVPN_METRICS_ADDR", "127.0.0.1:0")
-        .env("PVPN_HEARTBEAT_INTERVAL_SECS", "1")
+        .env("PVPN_HEARTBEAT_INTERVAL_SECS", "5")
         .env("PVPN_STATS_INTERVAL_SECS", "5")
         .env("PVPN_RECONCILE_INTERVAL_SECS", "30")
         .env("RUST_LOG", "warn")
