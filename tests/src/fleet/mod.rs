@@ -52,6 +52,18 @@ pub struct Node {
 }
 
 impl Node {
+    fn new(name: &str, region: &str, subnet: &str, guest: DebianGuest) -> Result<Self> {
+        let net: ipnet::Ipv4Net = subnet.parse()?;
+        Ok(Self {
+            name: name.to_string(),
+            region: region.to_string(),
+            subnet: subnet.to_string(),
+            tunnel_address: Ipv4Addr::from(u32::from(net.network()) + 1),
+            guest,
+            provisioned: false,
+        })
+    }
+
     pub fn endpoint(&self) -> String {
         format!("{}:51820", self.guest.addr())
     }
@@ -182,18 +194,7 @@ impl Fleet {
         let mut fleet_nodes = BTreeMap::new();
         for ((name, region, subnet), guest) in nodes.iter().zip(guests) {
             let guest = guest.with_context(|| format!("booting {name}"))?;
-            let net_addr: ipnet::Ipv4Net = subnet.parse()?;
-            fleet_nodes.insert(
-                name.to_string(),
-                Node {
-                    name: name.to_string(),
-                    region: region.to_string(),
-                    subnet: subnet.to_string(),
-                    tunnel_address: Ipv4Addr::from(u32::from(net_addr.network()) + 1),
-                    guest,
-                    provisioned: false,
-                },
-            );
+            fleet_nodes.insert(name.to_string(), Node::new(name, region, subnet, guest)?);
         }
         let binaries_dir = work.join("bin");
         ship_binaries(&binaries_dir, "--strip-all")?;
@@ -214,21 +215,39 @@ impl Fleet {
             work,
             net,
         };
-        let sources = format!("deb [trusted=yes] http://{host}:{REPO_PORT}/ ./");
         for guest in fleet.guests() {
-            // The machine's own setup, before any operator tool: its apt mirror is the local one,
-            // and dpkg skips fsync (a throwaway disk; the time goes to TCG instead).
-            guest.run_ok(
-                &format!(
-                    "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* && \
-                     echo '{sources}' > /etc/apt/sources.list.d/local-mirror.list && \
-                     echo force-unsafe-io > /etc/dpkg/dpkg.cfg.d/test-unsafe-io && \
-                     rm -rf /var/lib/apt/lists/* && apt-get update -qq"
-                ),
-                COMMAND,
-            )?;
+            fleet.use_local_mirror(guest)?;
         }
         Ok(fleet)
+    }
+
+    /// The machine's own setup, before any operator tool: its apt mirror is the local
+    /// repository, and dpkg skips fsync (a throwaway disk; the time goes to TCG instead).
+    fn use_local_mirror(&self, guest: &DebianGuest) -> Result<()> {
+        let sources = format!(
+            "deb [trusted=yes] http://{}:{REPO_PORT}/ ./",
+            self.net.host_addr()
+        );
+        guest.run_ok(
+            &format!(
+                "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* && \
+                 echo '{sources}' > /etc/apt/sources.list.d/local-mirror.list && \
+                 echo force-unsafe-io > /etc/dpkg/dpkg.cfg.d/test-unsafe-io && \
+                 rm -rf /var/lib/apt/lists/* && apt-get update -qq"
+            ),
+            COMMAND,
+        )?;
+        Ok(())
+    }
+
+    /// Boots one more node guest (not in the inventory yet), as a new server arrives.
+    pub fn boot_node(&mut self, name: &str, region: &str, subnet: &str) -> Result<()> {
+        let guest = DebianGuest::boot_with(&self.net, &node_options())?;
+        self.use_local_mirror(&guest)?;
+        self.nodes
+            .insert(name.to_string(), Node::new(name, region, subnet, guest)?);
+        self.redis_passwords.insert(name.to_string(), secret());
+        Ok(())
     }
 
     /// Every booted guest, provisioned or not.
@@ -331,5 +350,13 @@ impl Fleet {
     /// `pvpnctl <args>` on the backend host, through the wrapper the backend role installs.
     pub fn pvpnctl(&self, args: &str) -> Result<String> {
         self.backend.run_ok(&format!("pvpnctl {args}"), COMMAND)
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // The inventory, binaries and logs; the guests, servers and namespaces go with the
+        // fields, in their declaration order.
+        let _ = std::fs::remove_dir_all(&self.work);
     }
 }
