@@ -15,8 +15,6 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== Debian guest image for the QEMU tests (built once per machine, ~3 min cold)"
 scripts/build-guest-image.sh >/dev/null
-echo "== apt repository for the fleet test's guests (built once per set of role packages)"
-scripts/build-fleet-repo.sh >/dev/null
 echo "== AmneziaWG module and tools for the guests (built once per kernel, ~2 min cold)"
 scripts/build-awg.sh >/dev/null
 echo "== cargo test"

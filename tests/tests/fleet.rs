@@ -47,6 +47,7 @@ const CAP_NET_ADMIN: u64 = 1 << 12;
 const CONVERGE: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "15-40 min of TCG guests; passed once before Redis TLS landed; run with: cargo test -p pvpn-tests --test fleet -- --ignored"]
 async fn an_operator_provisions_a_fleet_that_carries_users_tunnels() -> Result<()> {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let started = Instant::now();
