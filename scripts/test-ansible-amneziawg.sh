@@ -3,12 +3,9 @@
 # checks (uses its variables and helpers): a fresh Debian root becomes node nl-3, where DKMS builds
 # the vendored module for the QEMU guests' kernel (headers installed, that kernel not running),
 # awg and awg-quick are built and run, the awg-quick@awg0 and pvpn-agent units pass
-# systemd-analyze verify, the agent is configured for AmneziaWG, and a second run changes nothing.
-# The plain nodes got none of it.
-#
-# Registration is left out here: `pvpnctl node add --protocol` comes with the agent/relay side of
-# issue 15 (branch h/awg-core); once both are merged, set pvpn_registration_enabled to true below
-# and check nodes.protocol of nl-3.
+# systemd-analyze verify, the agent is configured for AmneziaWG, the node is registered as an
+# AmneziaWG node with a profile (`pvpnctl node add --protocol amneziawg` on the backend host), and a
+# second run changes nothing. The plain nodes got none of it.
 
 log "an AmneziaWG node: DKMS module, awg tools, interface unit, agent"
 awg_root=$work/nl-3
@@ -46,7 +43,6 @@ redis_nl3_password=$(random_secret)
     echo "              pvpn_node_subnet: 10.69.0.0/24"
     echo "              pvpn_node_endpoint: \"198.18.0.5:51820\""
     echo "              pvpn_redis_node_passwords: {nl-3: $redis_nl3_password}"
-    echo "              pvpn_registration_enabled: false"
 } >"$work/amneziawg.yml"
 awg_run() { # log-file
     ansible-playbook -i "$work/inventory.yml" -i "$work/amneziawg.yml" region.yml --limit nl-3 >"$1" 2>&1
@@ -101,4 +97,7 @@ for node in nl-1 de-1; do
         || fail "the plain WireGuard node $node got AmneziaWG's build tools"
     check_contains "$work/$node/etc/systemd/system/pvpn-agent.service" "Requires=wg-quick@wg0.service" "its WireGuard interface unit"
 done
-log "the AmneziaWG node is provisioned; plain nodes are untouched"
+# Registered through the backend host's pvpnctl as an AmneziaWG node, with a generated profile.
+[ "$(psql_test "SELECT protocol || ' ' || (awg_profile IS NOT NULL) FROM nodes WHERE name = 'nl-3'")" = "amneziawg true" ] \
+    || fail "nl-3 is not registered as an AmneziaWG node with a profile: $(psql_test "SELECT protocol, awg_profile FROM nodes WHERE name = 'nl-3'")"
+log "the AmneziaWG node is provisioned and registered; plain nodes are untouched"
