@@ -6,9 +6,12 @@
 //! timeout long enough for a snapshot of tens of thousands of peers.
 //!
 //! [`client`] builds the one `redis::Client` every connection comes from: for `rediss://` it
-//! trusts the CA file's certificates (read once, at start) or else the system's roots.
+//! trusts the CA file's certificates (read once, at start, by
+//! [`pvpn_common::redis_transport::read_ca_certificates`]) or else the system's roots.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use pvpn_common::redis_transport::{CaFileError, read_ca_certificates};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -20,13 +23,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why no Redis client could be built from the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisClientError {
-    #[error("reading the Redis CA file {path}: {source}")]
-    ReadCa {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the Redis CA file {path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
+    #[error(transparent)]
+    CaFile(#[from] CaFileError),
     #[error("the Redis URL or CA file is not usable: {0}")]
     Redis(#[from] redis::RedisError),
 }
@@ -39,16 +37,7 @@ pub fn client(url: &str, ca_file: Option<&Path>) -> Result<Client, RedisClientEr
     let Some(path) = ca_file else {
         return Ok(Client::open(url)?);
     };
-    let pem = std::fs::read(path).map_err(|source| RedisClientError::ReadCa {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
-    if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
-        return Err(RedisClientError::NoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
+    let pem = read_ca_certificates(path)?;
     Ok(Client::build_with_tls(
         url,
         TlsCertificates {

@@ -1,7 +1,7 @@
 //! PVPN's shared vocabulary: the types and formats that the backend and the agents must agree on.
 //!
-//! This crate does no I/O, except that [`config_source`] reads the config file a binary is
-//! started with. It defines what a valid name, key, peer or message *is*, so that every
+//! This crate does no I/O but reading configuration: [`config_source`] reads the config file a
+//! binary is started with, and [`redis_transport`] the Redis CA file that configuration names. It defines what a valid name, key, peer or message *is*, so that every
 //! boundary (Telegram, Redis, configuration, the database) parses into these types once and the rest
 //! of the code can trust them.
 //!

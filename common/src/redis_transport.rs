@@ -10,10 +10,12 @@
 //! certificate) makes sense only with TLS; without one, TLS trusts the system's roots.
 //!
 //! The binaries classify their URL with redis-rs (this crate has no Redis dependency) and ask
-//! [`RedisSecurity::from_source`] for the verdict while their configuration loads.
+//! [`RedisSecurity::from_source`] for the verdict while their configuration loads. Both read the
+//! CA file with [`read_ca_certificates`] when they build their client, so a missing or empty file
+//! is the same error in either.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::config_source::{ConfigError, ConfigSource, Key};
 
@@ -90,6 +92,34 @@ impl RedisSecurity {
             allow_plaintext,
         })
     }
+}
+
+/// Why the configured CA file cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("reading the Redis CA file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the Redis CA file {path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+}
+
+/// The PEM text of the CA file, read once when a binary builds its Redis client. A file with no
+/// certificate in it is refused here rather than as a TLS failure at the first connection.
+pub fn read_ca_certificates(path: &Path) -> Result<Vec<u8>, CaFileError> {
+    let pem = std::fs::read(path).map_err(|source| CaFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
+        return Err(CaFileError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(pem)
 }
 
 /// `localhost`, `127.0.0.0/8` and `::1`: traffic that never leaves the host.
@@ -187,5 +217,27 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_ca_file_must_exist_and_hold_a_certificate() {
+        let dir = std::env::temp_dir().join(format!("pvpn-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        assert!(matches!(
+            read_ca_certificates(&missing),
+            Err(CaFileError::Read { .. })
+        ));
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        assert!(matches!(
+            read_ca_certificates(&empty),
+            Err(CaFileError::NoCertificate { .. })
+        ));
+        let ca = dir.join("ca.pem");
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(&ca, pem).unwrap();
+        assert_eq!(read_ca_certificates(&ca).unwrap(), pem.as_bytes());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
