@@ -18,8 +18,9 @@
 //! - [`reconcile`]: snapshot vs. interface → the minimal list of changes.
 //! - [`interface`]: the interface's protocol and AmneziaWG parameters vs. the node's spec.
 //! - [`agent`]: the loop: sessions, revision logic, acknowledgement rules.
-//! - [`report`]: heartbeats and per-peer stats on the node's feedback stream; the node lease.
-//! - [`lease`]: one agent per node applies changes (a token key renewed without scripts).
+//! - [`report`]: heartbeats and per-peer stats on the node's feedback stream.
+//! - [`lease`]: one agent per node applies changes (a token key renewed without scripts, in a
+//!   task of its own).
 //! - [`http`] and [`metrics`]: `/healthz`, `/metrics`, shared status.
 //! - [`redis_conn`]: the Redis client (TLS with the configured CA) and connections with the right
 //!   timeouts.
@@ -46,10 +47,10 @@ use std::sync::Arc;
 
 pub use config::{Config, ConfigError, WgBackend};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::NodeAgent;
+use crate::lease::LeaseKeeper;
 use crate::metrics::{Metrics, SharedStatus, Status};
 use crate::report::Reporter;
 use crate::wireguard::amneziawg::AmneziaWireGuard;
@@ -117,11 +118,20 @@ pub async fn serve(
     });
 
     let keys = pvpn_common::redis_keys::RegionKeys::new(&config.region);
-    let (lease_holder, lease_rx) = watch::channel(false);
+    let (keeper, lease_held) = LeaseKeeper::new(
+        keys.node_lease(&config.node),
+        config.node.clone(),
+        redis.clone(),
+        config.heartbeat_interval,
+        Arc::clone(&metrics),
+        Arc::clone(&status),
+    );
+    // The lease is released only after the apply loop has returned, so a standby never applies
+    // while this agent finishes its last entry.
+    let release_lease = CancellationToken::new();
+    let lease_task = tokio::spawn(keeper.run(release_lease.clone()));
     let reporter = Reporter {
-        lease: lease::Lease::new(keys.node_lease(&config.node), config.heartbeat_interval * 3),
-        lease_holder,
-        lease_unreachable_logged: false,
+        lease_held: lease_held.clone(),
         wg: Arc::clone(&wg),
         node: config.node.clone(),
         keys,
@@ -133,9 +143,11 @@ pub async fn serve(
     };
     let report_task = tokio::spawn(reporter.run(stop.clone()));
 
-    let mut node_agent = NodeAgent::new(wg, redis, &config, metrics, status, lease_rx);
+    let mut node_agent = NodeAgent::new(wg, redis, &config, metrics, status, lease_held);
     agent_loop(&mut node_agent, &stop).await;
     stop.cancel();
+    release_lease.cancel();
+    let _ = lease_task.await;
     let _ = report_task.await;
     let _ = http_task.await;
     tracing::info!("pvpn-agent stopped");

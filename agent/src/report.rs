@@ -4,8 +4,9 @@
 //!
 //! Counters are the interface's raw cumulative values; the backend turns them into usage by
 //! adding the difference, or the whole value when a counter went down (interface recreated).
-//! Reporting never blocks the apply loop: it has its own connection and its own task. The same
-//! task keeps the node lease ([`crate::lease`]); an agent without it sends no report.
+//! Reporting never blocks the apply loop: it has its own connection and its own task. Only the
+//! holder of the node lease ([`crate::lease`]) reports; it reports at once when it gains the
+//! lease, so a node that takes over shows up without waiting for a tick.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -18,7 +19,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{blocking, unix_now};
-use crate::lease::Lease;
 use crate::metrics::{Metrics, SharedStatus, lock};
 use crate::redis_conn;
 use crate::wireguard::{InterfacePeer, WireGuard};
@@ -35,12 +35,8 @@ pub struct Reporter {
     pub stats_interval: Duration,
     pub metrics: Arc<Metrics>,
     pub status: SharedStatus,
-    /// The node lease, refreshed at every tick; only its holder reports.
-    pub lease: Lease,
-    /// Tells the apply loop whether this agent holds the lease.
-    pub lease_holder: watch::Sender<bool>,
-    /// Whether the failure to reach Redis for the lease was logged (once per outage).
-    pub lease_unreachable_logged: bool,
+    /// Whether this agent holds the node lease (kept by [`crate::lease::LeaseKeeper`]).
+    pub lease_held: watch::Receiver<bool>,
 }
 
 impl Reporter {
@@ -55,13 +51,20 @@ impl Reporter {
         let mut peer_count: Option<usize> = None;
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => {
-                    self.release_lease(&mut conn).await;
-                    return;
-                }
+                () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
+                changed = self.lease_held.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if *self.lease_held.borrow_and_update() {
+                        ticker.reset();
+                    } else {
+                        continue;
+                    }
+                }
             }
-            if !self.refresh_lease(&mut conn).await {
+            if !*self.lease_held.borrow() {
                 continue;
             }
             // The whole interface is read only for stats: at 60,000 peers a read is tens of
@@ -92,65 +95,6 @@ impl Reporter {
                 drop(peers);
                 crate::heap::release_freed();
             }
-        }
-    }
-
-    /// Refreshes the lease and tells the loop; returns whether this agent holds it.
-    async fn refresh_lease(&mut self, conn: &mut Option<MultiplexedConnection>) -> bool {
-        let refreshed = match conn {
-            Some(c) => self.lease.refresh(c).await,
-            None => match redis_conn::commands(&self.redis).await {
-                Ok(mut c) => {
-                    let r = self.lease.refresh(&mut c).await;
-                    *conn = Some(c);
-                    r
-                }
-                Err(e) => Err(e),
-            },
-        };
-        let held = self.lease.held();
-        if let Err(e) = &refreshed {
-            self.metrics.redis_errors.inc();
-            tracing::debug!(error = %e, "lease not refreshed");
-            *conn = None;
-            if !held {
-                // No session runs without the lease, so nothing else tells the operator why
-                // (a wrong CA, a refused connection, a bad password): say it here, once.
-                if !self.lease_unreachable_logged {
-                    tracing::warn!(error = %e, "redis unavailable, cannot take the node lease; retrying");
-                    self.lease_unreachable_logged = true;
-                }
-                lock(&self.status).problem = Some(format!("redis unavailable: {e}"));
-            }
-        } else {
-            self.lease_unreachable_logged = false;
-        }
-        let was = *self.lease_holder.borrow();
-        if held != was {
-            if held {
-                tracing::info!(node = %self.node, "holding the node lease: applying changes");
-            } else {
-                tracing::warn!(
-                    node = %self.node,
-                    "another agent holds this node's lease: standing by, applying nothing"
-                );
-            }
-            let _ = self.lease_holder.send(held);
-        }
-        self.metrics.lease_held.set(i64::from(held));
-        // Standby means another agent holds the lease, which only a successful refresh can tell.
-        lock(&self.status).standby = !held && refreshed.is_ok();
-        held
-    }
-
-    async fn release_lease(&mut self, conn: &mut Option<MultiplexedConnection>) {
-        if !self.lease.held() {
-            return;
-        }
-        if let Some(c) = conn.as_mut()
-            && let Err(e) = self.lease.release(c).await
-        {
-            tracing::debug!(error = %e, "lease not released; it runs out by itself");
         }
     }
 

@@ -5,8 +5,14 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pvpn_agent::wireguard::{InterfacePeer, ObfuscationParams, PeerChange, WgError, WireGuard};
 use pvpn_common::PrivateKey;
+use pvpn_common::obfuscation::Protocol;
 use pvpn_testkit::netns::{Netns, WgInterface};
+use redis::Commands;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,4 +93,71 @@ async fn only_the_lease_holder_applies_and_the_standby_takes_over() {
     let (_, metrics) = standby.get("/metrics").await.unwrap();
     assert!(metrics.contains("pvpn_agent_lease_held 1"), "{metrics}");
     standby.stop().await;
+}
+
+/// An interface whose reads take `delay`: a 60,000-peer node read on a starved CPU.
+struct SlowReads {
+    inner: Arc<dyn WireGuard>,
+    delay: Duration,
+}
+
+impl WireGuard for SlowReads {
+    fn check_exists(&self) -> Result<(), WgError> {
+        self.inner.check_exists()
+    }
+    fn read_peers(&self) -> Result<Vec<InterfacePeer>, WgError> {
+        std::thread::sleep(self.delay);
+        self.inner.read_peers()
+    }
+    fn apply(&self, changes: &[PeerChange]) -> Result<(), WgError> {
+        self.inner.apply(changes)
+    }
+    fn protocol(&self) -> Protocol {
+        self.inner.protocol()
+    }
+    fn read_obfuscation(&self) -> Result<Option<ObfuscationParams>, WgError> {
+        self.inner.read_obfuscation()
+    }
+    fn set_obfuscation(&self, params: &ObfuscationParams) -> Result<(), WgError> {
+        self.inner.set_obfuscation(params)
+    }
+}
+
+/// The lease is renewed on its own, whatever else the agent is doing: interface reads longer than
+/// the whole lease time (5 s against 3 s), one at every heartbeat, never let it run out. When
+/// renewals waited behind such reads, the key vanished within the first read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_interface_reads_never_let_the_lease_run_out() {
+    let server = Node::start().unwrap();
+    let mut relay = server.relay();
+    relay.publish_snapshot();
+    let mut config = server.config();
+    config.heartbeat_interval = Duration::from_secs(1);
+    config.stats_interval = Duration::from_secs(1);
+    let wg = Arc::new(SlowReads {
+        inner: userspace_interface(&config),
+        delay: Duration::from_secs(5),
+    });
+    let agent = RunningAgent::start_with(config, wg).await;
+
+    let lease_key = keys().node_lease(&node());
+    let lease_ttl_ms = || -> i64 { server.conn().pttl(&lease_key).unwrap() };
+    eventually("the agent to take the lease", || {
+        (lease_ttl_ms() > 0).then_some(())
+    })
+    .await;
+    let taken = Instant::now();
+    // Four lease times, two and a half slow reads.
+    while taken.elapsed() < Duration::from_secs(12) {
+        let ttl = lease_ttl_ms();
+        assert!(
+            ttl > 0,
+            "the lease ran out {:?} after it was taken (PTTL {ttl})",
+            taken.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = agent.get("/metrics").await.unwrap();
+    assert!(metrics.contains("pvpn_agent_lease_held 1"), "{metrics}");
+    agent.stop().await;
 }

@@ -110,7 +110,7 @@ pub struct NodeAgent {
     /// Which peer holds which address on the interface (after the last reconcile and the events
     /// applied since).
     pub(crate) book: AddressBook,
-    /// Whether this agent holds the node lease (kept by the reporter).
+    /// Whether this agent holds the node lease (kept by `lease::LeaseKeeper`).
     lease: watch::Receiver<bool>,
     /// When a dead letter was last logged, and how many were not logged since.
     dead_letter_logged: Option<Instant>,

@@ -382,16 +382,18 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     pub async fn start(config: Config) -> Self {
+        let wg = userspace_interface(&config);
+        Self::start_with(config, wg).await
+    }
+
+    /// The agent driving `wg`, which may wrap the configured interface (to slow it down, say).
+    pub async fn start_with(
+        config: Config,
+        wg: std::sync::Arc<dyn pvpn_agent::wireguard::WireGuard>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let wg = std::sync::Arc::new(
-            pvpn_agent::wireguard::control::ControlWireGuard::new(
-                &config.wg_interface,
-                WgBackend::Userspace,
-            )
-            .unwrap(),
-        );
         let task = tokio::spawn(pvpn_agent::serve(config, wg, listener, stop.clone()));
         Self { http, stop, task }
     }
@@ -418,6 +420,19 @@ impl RunningAgent {
         })
         .await
     }
+}
+
+/// The configured `wireguard-go` interface, through `wireguard-control`'s userspace backend.
+pub fn userspace_interface(
+    config: &Config,
+) -> std::sync::Arc<pvpn_agent::wireguard::control::ControlWireGuard> {
+    std::sync::Arc::new(
+        pvpn_agent::wireguard::control::ControlWireGuard::new(
+            &config.wg_interface,
+            WgBackend::Userspace,
+        )
+        .unwrap(),
+    )
 }
 
 impl Drop for RunningAgent {
