@@ -12,7 +12,7 @@ use pvpn_common::obfuscation::{InterfaceSpec, Protocol};
 use crate::wireguard::{ObfuscationParams, WgError, WireGuard};
 
 /// What [`converge`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InterfaceOutcome {
     /// The interface already matched the spec.
     Matches,
@@ -98,12 +98,33 @@ mod tests {
             }
         );
         assert_eq!(converge(&wg, &want).unwrap(), InterfaceOutcome::Matches);
-        let mut drifted = want;
+        let mut drifted = want.clone();
         drifted.jc += 1;
         wg.set_obfuscation(&drifted).unwrap();
         assert_eq!(
             converge(&wg, &want).unwrap(),
             InterfaceOutcome::Corrected { found: drifted }
+        );
+        assert_eq!(wg.read_obfuscation().unwrap(), Some(want.clone()));
+
+        // A special junk packet set, or one cleared, behind the agent's back is a drift too.
+        let mut junk_set = want.clone();
+        junk_set.i[1] = "<r 9>".into();
+        wg.set_obfuscation(&junk_set).unwrap();
+        assert_eq!(
+            converge(&wg, &want).unwrap(),
+            InterfaceOutcome::Corrected { found: junk_set }
+        );
+        let mut with_i1 = AwgProfile::generate();
+        with_i1.i1 = Some("<b 0x01><t>".parse().unwrap());
+        let want = ObfuscationParams::from(&with_i1);
+        converge(&wg, &want).unwrap();
+        let mut cleared = want.clone();
+        cleared.i[0] = String::new();
+        wg.set_obfuscation(&cleared).unwrap();
+        assert_eq!(
+            converge(&wg, &want).unwrap(),
+            InterfaceOutcome::Corrected { found: cleared }
         );
         assert_eq!(wg.read_obfuscation().unwrap(), Some(want));
     }

@@ -1,13 +1,15 @@
 //! The real `pvpn-agent` binary on kernel AmneziaWG (`PVPN_WG_BACKEND=amneziawg`, the module built
 //! from `vendor/amneziawg` by `scripts/build-awg.sh`) inside one Debian guest under QEMU: the
 //! agent configures the interface's obfuscation from the node's InterfaceSpec in Redis and its
-//! peers from the snapshot; a client brought up with `awg` from a rendered config pings through
-//! it, a plain WireGuard client with the same keys gets no handshake, nothing on the wire looks
-//! like WireGuard, a profile change from the backend reaches the interface, a parameter changed
-//! behind the agent's back is set back, and an AmneziaWG spec
-//! on a plain WireGuard interface is refused with nothing applied. The kernel scenarios shared
-//! with WireGuard (`guest::scenarios`: start-up reconcile, ordered events, revision gap) run
-//! first on the same interface.
+//! peers from the snapshot; a client brought up with `awg` from a rendered config (special junk
+//! packets `I1`/`I2` included, seen on the wire) pings through it, a plain WireGuard client with
+//! the same keys gets no handshake, nothing on the wire looks like WireGuard, a profile change
+//! from the backend reaches the interface (`I*` changed and cleared), parameters changed behind
+//! the agent's back (`Jc`; `I1`/`I2`) are set back, and an AmneziaWG spec on a plain WireGuard
+//! interface is refused with nothing applied. The kernel scenarios shared with WireGuard
+//! (`guest::scenarios`: start-up reconcile, ordered events, revision gap, dead letters, a restart
+//! keeping the session, the interface deleted and recreated, an agent started without its
+//! interface) run on the same guest.
 
 mod guest;
 mod support;
@@ -49,12 +51,35 @@ fn interface_values(node: &GuestNode, iface: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Fails unless the interface holds every value of the profile.
+/// Whether the interface holds exactly the profile: every value of it, and no `I*` the profile
+/// leaves unset (`awg` shows a cleared one as empty).
+fn holds_profile(values: &BTreeMap<String, String>, profile: &AwgProfile) -> bool {
+    let lines = profile.client_config_lines();
+    lines
+        .iter()
+        .all(|(name, want)| values.get(*name) == Some(want))
+        && ["I1", "I2", "I3", "I4", "I5"].iter().all(|name| {
+            lines.iter().any(|(set, _)| set == name)
+                || values.get(*name).is_none_or(|v| v.is_empty())
+        })
+}
+
+/// Fails unless the interface holds exactly the profile.
 fn assert_holds_profile(node: &GuestNode, iface: &str, profile: &AwgProfile) {
     let values = interface_values(node, iface);
-    for (name, want) in profile.client_config_lines() {
-        assert_eq!(values.get(name), Some(&want), "{name} in {values:?}");
-    }
+    assert!(
+        holds_profile(&values, profile),
+        "{values:?}\nwanted {profile:?}"
+    );
+}
+
+/// A generated profile with special junk packets: `I1` starts with fixed bytes the capture can
+/// recognise, `I2` is random.
+fn profile_with_special_junk() -> AwgProfile {
+    let mut profile = AwgProfile::generate();
+    profile.i1 = Some("<b 0xc0ffee01> <r 20><t>".parse().unwrap());
+    profile.i2 = Some("<rc 10> <rd 6>".parse().unwrap());
+    profile
 }
 
 fn reconcile_answer(node: &GuestNode, request_id: &str) -> ReconcileReport {
@@ -120,9 +145,10 @@ fn the_agent_drives_an_amneziawg_interface() {
         )
         .unwrap();
     let server_key = PrivateKey::generate();
-    node.create_interface("awg1", &server_key, PORT, &format!("{NODE_TUNNEL_ADDR}/16"));
-    let profile = AwgProfile::generate();
-    publish_interface(&node, &InterfaceSpec::amneziawg(profile));
+    let cidr = format!("{NODE_TUNNEL_ADDR}/16");
+    node.create_interface("awg1", &server_key, PORT, &cidr);
+    let profile = profile_with_special_junk();
+    publish_interface(&node, &InterfaceSpec::amneziawg(profile.clone()));
 
     let client_key = PrivateKey::generate();
     let psk = PresharedKey::generate();
@@ -137,10 +163,13 @@ fn the_agent_drives_an_amneziawg_interface() {
     // fresh interface's obfuscation parameters.
     let agent = scenarios::startup_events_and_gap(&node, &mut relay, "awg1");
     assert_holds_profile(&node, "awg1", &profile);
+    scenarios::dead_letter(&node, &mut relay, "awg1");
     relay.upsert(&client);
     node.wait_for_peers("awg1", &relay.peers);
 
-    eprintln!("scenario: an awg client from a rendered config pings through the interface");
+    eprintln!(
+        "scenario: an awg client from a rendered config with I1/I2 pings through the interface"
+    );
     node.sh(&format!(
         "ip netns add cl && ip link add veth-s type veth peer name veth-c netns cl && \
          ip addr add {NODE_UNDERLAY}/30 dev veth-s && ip link set veth-s up && \
@@ -164,7 +193,10 @@ fn the_agent_drives_an_amneziawg_interface() {
     };
     let obfuscated = render(Some(&profile));
     assert!(
-        obfuscated.expose().contains("Jc = "),
+        obfuscated.expose().contains("Jc = ")
+            && obfuscated
+                .expose()
+                .contains("\nI1 = <b 0xc0ffee01> <r 20><t>\n"),
         "the profile is in the client config"
     );
     node.guest
@@ -178,6 +210,11 @@ fn the_agent_drives_an_amneziawg_interface() {
          ip -n cl addr add {CLIENT_ADDR}/32 dev awgc && ip -n cl link set awgc up && \
          ip -n cl route add {NODE_TUNNEL_ADDR}/32 dev awgc"
     ));
+    let client_values = node.sh("ip netns exec cl awg showconf awgc");
+    assert!(
+        client_values.contains("I1 = <b 0xc0ffee01> <r 20><t>"),
+        "the client took I1 from the file: {client_values}"
+    );
     node.wait_until("a ping through the AmneziaWG tunnel", || {
         node.guest
             .run(
@@ -201,6 +238,11 @@ fn the_agent_drives_an_amneziawg_interface() {
         packets.iter().any(|(len, _)| *len == initiation)
             && packets.iter().any(|(len, _)| *len == response),
         "no padded handshake ({initiation}, {response}) in {packets:?}"
+    );
+    // The client's I1 before its initiation: its fixed bytes first, 4 + 20 + 4 bytes long.
+    assert!(
+        packets.iter().any(|(len, h)| *len == 28 && h == "c0ffee01"),
+        "no I1 packet (28 bytes, c0ffee01…) in {packets:?}"
     );
     let session = node.peers("awg1")[&client.public_key].clone();
     assert!(session.latest_handshake > 0, "{session:?}");
@@ -246,15 +288,12 @@ fn the_agent_drives_an_amneziawg_interface() {
     node.sh("ip -n cl link del wgc");
 
     eprintln!("scenario: a profile changed in the backend (InterfaceSet) reaches the interface");
-    let profile = AwgProfile::generate();
-    relay.set_interface(&InterfaceSpec::amneziawg(profile));
+    // I1 changes and I2 goes: the agent clears it on the interface.
+    let mut profile = AwgProfile::generate();
+    profile.i1 = Some("<rd 12>".parse().unwrap());
+    relay.set_interface(&InterfaceSpec::amneziawg(profile.clone()));
     node.wait_until("the new profile on the interface", || {
-        let values = interface_values(&node, "awg1");
-        profile
-            .client_config_lines()
-            .iter()
-            .all(|(name, want)| values.get(*name) == Some(want))
-            .then_some(())
+        holds_profile(&interface_values(&node, "awg1"), &profile).then_some(())
     });
     node.wait_until("the event to be acknowledged", || {
         (node.pending() == 0).then_some(())
@@ -281,26 +320,40 @@ fn the_agent_drives_an_amneziawg_interface() {
     );
     relay.request_reconcile("steady");
     assert!(!reconcile_answer(&node, "steady").interface_corrected);
+
+    eprintln!("scenario: I1 changed and I2 set behind the agent's back are set back");
+    node.sh("awg set awg1 i1 '<r 7>' i2 '<t>'");
+    let drifted = interface_values(&node, "awg1");
+    assert_eq!(
+        (drifted.get("I1"), drifted.get("I2")),
+        (Some(&"<r 7>".to_string()), Some(&"<t>".to_string()))
+    );
+    relay.request_reconcile("junk-drift");
+    let report = reconcile_answer(&node, "junk-drift");
+    assert!(report.interface_corrected, "{report:?}");
+    assert_holds_profile(&node, "awg1", &profile);
     let after = node.peers("awg1")[&client.public_key].clone();
     assert_eq!(
         after.latest_handshake, session.latest_handshake,
         "session kept"
     );
 
-    eprintln!("scenario: an agent restart keeps the session and changes nothing");
-    agent.stop();
-    let agent = node.start_agent("awg1");
-    agent.wait_ready();
-    let report = scenarios::requested_reconcile(&node, &mut relay, "after-restart");
-    assert_eq!(scenarios::counts(&report), (0, 0, 0));
-    assert!(!report.interface_corrected, "{report:?}");
-    let after = node.peers("awg1")[&client.public_key].clone();
-    assert_eq!(
-        after.latest_handshake, session.latest_handshake,
-        "session kept"
-    );
+    let agent =
+        scenarios::restart_keeps_session(&node, &mut relay, agent, "awg1", &client.public_key);
+    assert_holds_profile(&node, "awg1", &profile);
+
+    let unit = scenarios::InterfaceUnit {
+        key: &server_key,
+        port: PORT,
+        address: &cidr,
+    };
+    let recovered =
+        scenarios::interface_deleted_and_recreated(&node, &mut relay, &agent, "awg1", &unit);
+    // The recreated interface has the module's defaults: the agent set the profile again.
+    assert!(recovered.interface_corrected, "{recovered:?}");
     assert_holds_profile(&node, "awg1", &profile);
     agent.stop();
+    scenarios::missing_interface_at_start(&node, "awg9");
 
     eprintln!("scenario: an AmneziaWG spec on a plain WireGuard interface is refused");
     let mut plain_node = node;

@@ -3,8 +3,8 @@
 //! other agent tests prove on wireguard-go, a client tunnel through the kernel interface, and the
 //! kernel-only sizes (updates split across netlink messages, dumps that arrive in many).
 //!
-//! Each test boots one guest; scenarios share it one after another, each on interfaces and Redis
-//! state of its own.
+//! Each test boots one guest; scenarios share it one after another. The scenarios shared with
+//! AmneziaWG live in `guest::scenarios`.
 
 mod guest;
 mod support;
@@ -14,12 +14,10 @@ use std::collections::BTreeMap;
 use guest::scenarios::{self, counts, reconcile_report, requested_reconcile};
 use guest::{GuestNode, assert_same_peers, replace_snapshot};
 use pvpn_common::client_config::ClientConfig;
-use pvpn_common::redis_keys::{DEAD_LETTER_ID_FIELD, DEAD_LETTER_REASON_FIELD};
-use pvpn_common::wire::{EVENT_FIELD, ReconcileTrigger};
-use pvpn_common::{PeerSpec, PresharedKey, PrivateKey};
+use pvpn_common::wire::ReconcileTrigger;
+use pvpn_common::{PeerSpec, PresharedKey, PrivateKey, PublicKey};
 use pvpn_testkit::netns::WgInterface;
-use redis::Commands;
-use support::{Relay, keys, peer};
+use support::{Relay, peer};
 
 const NODE_TUNNEL_ADDR: &str = "198.19.255.254";
 
@@ -32,73 +30,32 @@ fn the_agent_keeps_a_kernel_interface_in_sync() {
     let mut relay = node.relay();
 
     let agent = scenarios::startup_events_and_gap(&node, &mut relay, "wg1");
+    scenarios::dead_letter(&node, &mut relay, "wg1");
 
-    eprintln!("scenario: a malformed entry is dead-lettered, the next one applies");
-    let bad_id = relay.xadd_raw(&[(EVENT_FIELD, b"not json at all")]);
-    relay.upsert(&peer(30));
-    node.wait_for_peers("wg1", &relay.peers);
-    node.wait_until("every entry to be acknowledged", || {
-        (node.pending() == 0).then_some(())
-    });
-    let dead: redis::streams::StreamRangeReply = node
-        .conn()
-        .xrange_all(keys().node_dead_letter(&support::node()))
-        .unwrap();
-    assert_eq!(dead.ids.len(), 1, "{dead:?}");
-    let id: String = dead.ids[0].get(DEAD_LETTER_ID_FIELD).unwrap();
-    let reason: String = dead.ids[0].get(DEAD_LETTER_REASON_FIELD).unwrap();
-    assert_eq!(id, bad_id);
-    assert!(reason.contains("malformed"), "{reason}");
+    eprintln!("scenario: a client tunnel through the kernel interface");
+    let (ns, client, client_key) = client_tunnel(&node, &mut relay, &server_key);
+    let agent = scenarios::restart_keeps_session(&node, &mut relay, agent, "wg1", &client_key);
+    ns.ping(NODE_TUNNEL_ADDR.parse().unwrap()).unwrap();
+    drop(client);
 
-    eprintln!("scenario: a client tunnel; an agent restart keeps its session");
-    let agent = client_session_survives_restart(&node, &mut relay, agent, &server_key);
-
-    eprintln!("scenario: the interface deleted under the agent is not recreated by it");
-    node.sh("ip link del wg1");
-    relay.upsert(&peer(40));
-    node.wait_until("/healthz to report the missing interface", || {
-        match agent.get("/healthz") {
-            Ok((503, body)) if body.contains("interface") => Some(()),
-            _ => None,
-        }
-    });
-    node.wait_until("the entry to be delivered and left pending", || {
-        (node.pending() == 1).then_some(())
-    });
-    assert!(
-        !node.interface_exists("wg1"),
-        "the agent must never create the interface"
-    );
-    eprintln!("scenario: the interface recreated empty is reconciled back");
-    node.create_interface("wg1", &server_key, 51820, &cidr);
-    node.wait_for_peers("wg1", &relay.peers);
-    node.wait_until("the entry to be acknowledged", || {
-        (node.pending() == 0).then_some(())
-    });
-    reconcile_report(&node, "the interface-recovered reconcile", |r| {
-        r.trigger == ReconcileTrigger::InterfaceRecovered
-    });
+    let unit = scenarios::InterfaceUnit {
+        key: &server_key,
+        port: 51820,
+        address: &cidr,
+    };
+    scenarios::interface_deleted_and_recreated(&node, &mut relay, &agent, "wg1", &unit);
     agent.stop();
-
-    eprintln!("scenario: an agent started without its interface never creates it");
-    let agent = node.start_agent("wg9");
-    node.wait_until("the agent to give up", || {
-        (!agent.is_running()).then_some(())
-    });
-    let journal = agent.journal();
-    assert!(journal.contains("does not exist"), "{journal}");
-    assert!(!node.interface_exists("wg9"), "the agent created wg9");
+    scenarios::missing_interface_at_start(&node, "wg9");
 }
 
-/// A client brings up the config rendered for it (wireguard-go in the bridge's namespace), pings
-/// the node through the kernel interface, and keeps its session (no new handshake, same
-/// endpoint) across an agent restart and a reconcile. Returns the restarted agent.
-fn client_session_survives_restart<'a>(
+/// A client brings up the config rendered for it (wireguard-go in the bridge's namespace) and
+/// pings the node through the kernel interface. Returns its namespace, its interface (the tunnel
+/// lives as long as it does) and its public key.
+fn client_tunnel<'a>(
     node: &'a GuestNode,
     relay: &mut Relay,
-    agent: guest::GuestAgent<'a>,
     server_key: &PrivateKey,
-) -> guest::GuestAgent<'a> {
+) -> (&'a pvpn_testkit::netns::Netns, WgInterface, PublicKey) {
     let client_key = PrivateKey::generate();
     let psk = PresharedKey::generate();
     let spec = PeerSpec {
@@ -129,25 +86,7 @@ fn client_session_survives_restart<'a>(
     let ns = node.net.netns();
     let client = bring_up_client(ns, &client_key, rendered.expose());
     ns.ping(NODE_TUNNEL_ADDR.parse().unwrap()).unwrap();
-    let before = node.peers("wg1")[&spec.public_key].clone();
-    assert!(before.latest_handshake > 0, "no handshake: {before:?}");
-    assert!(before.endpoint.is_some(), "{before:?}");
-
-    agent.stop();
-    let agent = node.start_agent("wg1");
-    agent.wait_ready();
-    let report = requested_reconcile(node, relay, "after-restart");
-    assert_eq!(counts(&report), (0, 0, 0));
-    let after = node.peers("wg1")[&spec.public_key].clone();
-    assert_eq!(
-        after.latest_handshake, before.latest_handshake,
-        "session kept"
-    );
-    assert_eq!(after.endpoint, before.endpoint, "endpoint kept");
-    assert!(after.rx_bytes >= before.rx_bytes, "counters not reset");
-    ns.ping(NODE_TUNNEL_ADDR.parse().unwrap()).unwrap();
-    drop(client);
-    agent
+    (ns, client, spec.public_key)
 }
 
 /// A `wireguard-go` interface configured from a rendered `wg-quick` file: `wg-quick strip` for

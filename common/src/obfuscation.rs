@@ -6,20 +6,26 @@
 //! and cookie messages (`S1`–`S3`) and of data packets (`S4`), and message-type values of its own
 //! instead of WireGuard's 1–4 (`H1`–`H4`, each one value or a range the sender picks from). The
 //! rules below are the kernel module's (`amneziawg-linux-kernel-module`, README and `netlink.c`):
-//! `S*` and `H*` must be equal on both ends, `J*` may differ.
+//! `S*` and `H*` must be equal on both ends, `J*` and `I*` may differ.
 //!
 //! [`AwgProfile::generate`] draws a profile in the module's recommended ranges using only the
-//! parameters every AmneziaWG client understands (AmneziaWG 1.0: single `H` values, no `S3`/`S4`),
-//! so configs work in the AmneziaVPN and AmneziaWG apps of every version and in `awg-quick`.
-//! Profiles with `S3`/`S4` and `H` ranges (AmneziaWG 1.5/2.0) are valid too, when an operator sets
-//! them. The special junk packets `I1`–`I5` are not part of a PVPN profile (their format differs
-//! between client versions); a node's interface must leave them unset.
+//! parameters every AmneziaWG client understands (AmneziaWG 1.0: single `H` values, no `S3`/`S4`,
+//! no `I1`–`I5`), so configs work in the AmneziaVPN and AmneziaWG apps of every version and in
+//! `awg-quick`: a 1.0 client refuses a config with lines it does not know, and the apps choose
+//! their own `I1` when the config has none. Profiles with `S3`/`S4`, `H` ranges and the special
+//! junk packets `I1`–`I5` ([`SpecialJunk`], AmneziaWG 1.5/2.0) are valid too, when an operator sets
+//! them; the `I*` values are sent by whichever end starts a handshake (almost always the client),
+//! so they matter mostly in the client configs, which carry them.
 
 use std::fmt;
 use std::str::FromStr;
 
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
+
+mod special_junk;
+
+pub use special_junk::{MAX_PACKET_SIZE as MAX_SPECIAL_JUNK_PACKET, SpecialJunk, SpecialJunkError};
 
 /// The WireGuard protocol a node speaks to its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -75,6 +81,11 @@ const COOKIE_REPLY_SIZE: u16 = 64;
 const TRANSPORT_OVERHEAD: u16 = 32;
 /// The smallest message-type value a profile may use: 1–4 are WireGuard's own.
 pub const MIN_HEADER: u32 = 5;
+/// Most characters `I1`–`I5` may have together. A client config travels as one QR code (error
+/// correction M, at most 2331 bytes); the largest config without `I*` lines takes about 600 of
+/// them (`the_largest_amneziawg_config_fits_a_qr_code` in the backend's tests proves the sum
+/// fits), which leaves this much for the descriptions with room for a longer endpoint.
+pub const MAX_SPECIAL_JUNK_TEXT: usize = 1536;
 
 /// Why a profile would be refused by the module or break clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +108,11 @@ pub enum ProfileError {
     Header(String),
     #[error("{0} and {1} overlap; H1 to H4 must be distinct")]
     HeadersOverlap(&'static str, &'static str),
+    #[error(
+        "I1 to I5 have {0} characters together, more than {MAX_SPECIAL_JUNK_TEXT} \
+         (the client config must still fit one QR code)"
+    )]
+    SpecialJunkTooLong(usize),
 }
 
 /// One message-type value (`H1 = 1234567`) or an inclusive range the sender picks from
@@ -183,7 +199,7 @@ impl<'de> Deserialize<'de> for HeaderRange {
 /// The obfuscation parameters of an AmneziaWG node, shared by the node's interface and every
 /// client config issued for it. Construct through [`AwgProfile::generate`] or deserialize and
 /// [`AwgProfile::validate`]; every boundary (database, Redis, the command line) validates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwgProfile {
     /// Junk packets sent before each handshake initiation, and their size bounds.
@@ -202,6 +218,19 @@ pub struct AwgProfile {
     pub h2: HeaderRange,
     pub h3: HeaderRange,
     pub h4: HeaderRange,
+    /// Special junk packets sent before each handshake initiation, in order; unset ones are not
+    /// sent. Absent from profiles stored before PVPN knew them (and from their JSON when unset,
+    /// so agents from before then still read such profiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i1: Option<SpecialJunk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i2: Option<SpecialJunk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i3: Option<SpecialJunk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i4: Option<SpecialJunk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i5: Option<SpecialJunk>,
 }
 
 impl AwgProfile {
@@ -247,7 +276,27 @@ impl AwgProfile {
                 }
             }
         }
+        // Each description is valid by construction (`SpecialJunk` parses); their sum is not.
+        let text: usize = self
+            .special_junk()
+            .iter()
+            .filter_map(|(_, junk)| junk.map(|j| j.as_str().len()))
+            .sum();
+        if text > MAX_SPECIAL_JUNK_TEXT {
+            return Err(ProfileError::SpecialJunkTooLong(text));
+        }
         Ok(())
+    }
+
+    /// `I1`–`I5` with their names.
+    pub fn special_junk(&self) -> [(&'static str, Option<&SpecialJunk>); 5] {
+        [
+            ("I1", self.i1.as_ref()),
+            ("I2", self.i2.as_ref()),
+            ("I3", self.i3.as_ref()),
+            ("I4", self.i4.as_ref()),
+            ("I5", self.i5.as_ref()),
+        ]
     }
 
     /// `H1`–`H4` with their names.
@@ -280,6 +329,12 @@ impl AwgProfile {
                 h2: HeaderRange::single_unchecked(pick(MIN_HEADER, i32::MAX as u32)),
                 h3: HeaderRange::single_unchecked(pick(MIN_HEADER, i32::MAX as u32)),
                 h4: HeaderRange::single_unchecked(pick(MIN_HEADER, i32::MAX as u32)),
+                // AmneziaWG 1.0 clients refuse `I*` lines (see the module docs above).
+                i1: None,
+                i2: None,
+                i3: None,
+                i4: None,
+                i5: None,
             };
             // Rare collisions (S1 + 56 = S2, two equal H values): draw again.
             if candidate.validate().is_ok() {
@@ -289,7 +344,8 @@ impl AwgProfile {
     }
 
     /// The `[Interface]` lines a client config carries (`Jc = 4` …), in the order the apps
-    /// write them. `S3`/`S4` appear only when set, so AmneziaWG 1.0 clients accept the file.
+    /// write them. `S3`/`S4` and each `I*` appear only when set, so AmneziaWG 1.0 clients accept
+    /// the file of a profile without them.
     pub fn client_config_lines(&self) -> Vec<(&'static str, String)> {
         let mut lines = vec![
             ("Jc", self.jc.to_string()),
@@ -304,6 +360,11 @@ impl AwgProfile {
         }
         for (name, range) in self.headers() {
             lines.push((name, range.to_string()));
+        }
+        for (name, junk) in self.special_junk() {
+            if let Some(junk) = junk {
+                lines.push((name, junk.to_string()));
+            }
         }
         lines
     }
@@ -333,7 +394,7 @@ pub enum InterfaceSpecError {
 /// What a node's interface is, beyond its peers: the protocol and, for AmneziaWG, the profile.
 /// The backend publishes it next to the node's snapshot (see
 /// [`crate::redis_keys::RegionKeys::node_interface`]); the agent checks the interface against it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceSpec {
     pub protocol: Protocol,

@@ -318,7 +318,7 @@ impl NodeAgent {
             return Err(SessionError::RefusedSnapshot(refusal.to_string()));
         }
         self.metrics.snapshot_refused.set(0);
-        let interface_corrected = self.converge_interface(snapshot.interface).await?;
+        let interface_corrected = self.converge_interface(snapshot.interface.clone()).await?;
         let actual = blocking(&self.wg, |wg| wg.read_peers()).await?;
         let plan = reconcile::plan(&snapshot, &actual);
         self.apply(plan.changes).await?;
@@ -393,7 +393,8 @@ impl NodeAgent {
         if !*self.lease.borrow() {
             return Err(SessionError::Standby);
         }
-        let outcome = blocking_interface(&self.wg, move |wg| interface::converge(wg, &want))
+        let wanted = want.clone();
+        let outcome = blocking_interface(&self.wg, move |wg| interface::converge(wg, &wanted))
             .await
             .map_err(|e| match e {
                 InterfaceError::WireGuard(e) => SessionError::WireGuard(e),
@@ -403,7 +404,7 @@ impl NodeAgent {
             InterfaceOutcome::Matches => Ok(false),
             InterfaceOutcome::Corrected { found } => {
                 self.metrics.interface_corrections.inc();
-                if self.interface_drift_logged != Some(found) {
+                if self.interface_drift_logged.as_ref() != Some(&found) {
                     tracing::warn!(
                         ?found,
                         wanted = ?want,

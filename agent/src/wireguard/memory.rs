@@ -147,14 +147,14 @@ impl WireGuard for MemoryWireGuard {
         Ok(self
             .obfuscation
             .as_ref()
-            .map(|p| *p.lock().unwrap_or_else(|e| e.into_inner())))
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone()))
     }
 
     fn set_obfuscation(&self, params: &ObfuscationParams) -> Result<(), WgError> {
         self.check_exists()?;
         match &self.obfuscation {
             Some(held) => {
-                *held.lock().unwrap_or_else(|e| e.into_inner()) = *params;
+                *held.lock().unwrap_or_else(|e| e.into_inner()) = params.clone();
                 Ok(())
             }
             None => Err(WgError::WrongProtocol {

@@ -114,9 +114,11 @@ pub trait WireGuard: Send + Sync + 'static {
 }
 
 /// An AmneziaWG interface's obfuscation parameters as the module holds them: `H1`–`H4` in its
-/// packed range encoding. An interface nobody configured holds values no valid profile has
-/// (`Jc` 0), so this is not an [`AwgProfile`]; comparing the two goes through `From`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// packed range encoding, `I1`–`I5` as the description text with the empty string for unset (an
+/// interface reports a cleared one as empty, one never set not at all). An interface nobody
+/// configured holds values no valid profile has (`Jc` 0), so this is not an [`AwgProfile`];
+/// comparing the two goes through `From`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObfuscationParams {
     pub jc: u16,
     pub jmin: u16,
@@ -126,6 +128,7 @@ pub struct ObfuscationParams {
     pub s3: u16,
     pub s4: u16,
     pub h: [u64; 4],
+    pub i: [String; 5],
 }
 
 impl From<&AwgProfile> for ObfuscationParams {
@@ -139,6 +142,8 @@ impl From<&AwgProfile> for ObfuscationParams {
             s3: p.s3,
             s4: p.s4,
             h: [p.h1, p.h2, p.h3, p.h4].map(|h| h.to_netlink()),
+            i: p.special_junk()
+                .map(|(_, junk)| junk.map(|j| j.as_str().to_string()).unwrap_or_default()),
         }
     }
 }

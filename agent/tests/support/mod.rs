@@ -240,7 +240,7 @@ impl Relay {
         let event = StreamEvent::InterfaceSet {
             node: self.node.clone(),
             revision: self.revision,
-            interface: *spec,
+            interface: spec.clone(),
         };
         let json = serde_json::to_string(spec).expect("a spec serializes");
         let mut pipe = redis::pipe();

@@ -15,7 +15,16 @@ fn valid() -> AwgProfile {
         h2: HeaderRange::single(1_000_002).unwrap(),
         h3: HeaderRange::single(1_000_003).unwrap(),
         h4: HeaderRange::single(1_000_004).unwrap(),
+        i1: None,
+        i2: None,
+        i3: None,
+        i4: None,
+        i5: None,
     }
+}
+
+fn junk(text: &str) -> Option<SpecialJunk> {
+    Some(text.parse().unwrap())
 }
 
 #[test]
@@ -25,6 +34,7 @@ fn generated_profiles_are_valid_and_differ() {
         p.validate().unwrap();
         assert!((4..=12).contains(&p.jc));
         assert_eq!((p.s3, p.s4), (0, 0), "1.0-compatible parameters only");
+        assert!(p.special_junk().iter().all(|(_, i)| i.is_none()), "no I*");
         for (_, h) in p.headers() {
             assert_eq!(h.low(), h.high());
             assert!(h.low() >= MIN_HEADER && h.low() <= i32::MAX as u32);
@@ -174,4 +184,55 @@ fn specs_round_trip_as_json_and_refuse_unknown_fields() {
         assert_eq!(text.parse::<Protocol>().unwrap().as_str(), text);
     }
     assert!("WireGuard".parse::<Protocol>().is_err());
+}
+
+#[test]
+fn client_lines_carry_each_special_junk_packet_only_when_set() {
+    let mut p = valid();
+    p.i1 = junk("<b 0xc0ffee><r 16>");
+    p.i3 = junk("<t>");
+    p.validate().unwrap();
+    let lines = p.client_config_lines();
+    let keys: Vec<&str> = lines.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        [
+            "Jc", "Jmin", "Jmax", "S1", "S2", "H1", "H2", "H3", "H4", "I1", "I3"
+        ]
+    );
+    assert_eq!(lines[9], ("I1", "<b 0xc0ffee><r 16>".to_string()));
+}
+
+#[test]
+fn special_junk_text_is_limited_in_sum() {
+    // Each description alone is valid (<b> of 765 bytes); together they are too long.
+    let long = format!("<b 0x{}>", "ab".repeat(765));
+    assert_eq!(long.len(), 1536);
+    let mut p = valid();
+    p.i1 = junk(&long);
+    p.validate().unwrap();
+    p.i2 = junk("<t>");
+    assert_eq!(p.validate(), Err(ProfileError::SpecialJunkTooLong(1539)));
+}
+
+#[test]
+fn profiles_stored_without_special_junk_still_parse_and_print_the_same() {
+    let old = r#"{"jc":4,"jmin":40,"jmax":70,"s1":52,"s2":16,"h1":"1000001","h2":"1000002","h3":"1000003","h4":"1000004"}"#;
+    let parsed: AwgProfile = serde_json::from_str(old).unwrap();
+    assert_eq!(parsed, valid());
+    let json = serde_json::to_string(&parsed).unwrap();
+    assert!(!json.contains("\"i1\""), "unset I* are left out: {json}");
+
+    let with = r#"{"jc":4,"jmin":40,"jmax":70,"s1":52,"s2":16,"h1":"1000001","h2":"1000002","h3":"1000003","h4":"1000004","i2":"<r 8>"}"#;
+    let parsed: AwgProfile = serde_json::from_str(with).unwrap();
+    assert_eq!(parsed.i2, junk("<r 8>"));
+    let json = serde_json::to_string(&parsed).unwrap();
+    assert!(json.ends_with(r#""i2":"<r 8>"}"#), "{json}");
+    assert_eq!(serde_json::from_str::<AwgProfile>(&json).unwrap(), parsed);
+
+    let bad = with.replace("<r 8>", "<r 8");
+    let error = serde_json::from_str::<AwgProfile>(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not closed"), "{error}");
 }

@@ -37,6 +37,8 @@ mod device {
     pub const H4: u16 = 17;
     pub const S3: u16 = 19;
     pub const S4: u16 = 20;
+    /// `I1`–`I5`, `NLA_NUL_STRING`; an empty string clears one.
+    pub const I: [u16; 5] = [21, 22, 23, 24, 25];
 }
 
 mod peer {
@@ -123,7 +125,8 @@ pub fn get_device(iface: &str) -> AwgGenl {
 }
 
 /// A `SET_DEVICE` message setting every obfuscation parameter of the interface at once (the
-/// module checks H1–H4 against each other with the new values).
+/// module checks H1–H4 against each other with the new values). Every `I*` is sent, an unset one
+/// as the empty string, which clears a value set behind the agent's back.
 pub fn set_obfuscation(iface: &str, params: &ObfuscationParams) -> AwgGenl {
     let mut w = NlaWriter::new();
     w.put_str(device::IFNAME, iface);
@@ -143,6 +146,9 @@ pub fn set_obfuscation(iface: &str, params: &ObfuscationParams) -> AwgGenl {
         .zip(params.h)
     {
         w.put_u64(kind, value);
+    }
+    for (kind, value) in device::I.into_iter().zip(&params.i) {
+        w.put_str(kind, value);
     }
     AwgGenl {
         cmd: CMD_SET_DEVICE,
@@ -287,6 +293,10 @@ pub fn decode_dump<'a>(
                 device::H2 => dump.params.h[1] = attr.u64()?,
                 device::H3 => dump.params.h[2] = attr.u64()?,
                 device::H4 => dump.params.h[3] = attr.u64()?,
+                kind if device::I.contains(&kind) => {
+                    let slot = usize::from(kind - device::I[0]);
+                    dump.params.i[slot] = attr.string();
+                }
                 device::PEERS => {
                     for nest in attr.nested()? {
                         let next = decode_peer(&nest)?;

@@ -4,6 +4,13 @@
 //! [`nla`] reads and writes attributes, [`message`] builds and decodes the family's messages;
 //! this module sends them with `netlink-request` (the transport `wireguard-control` uses): one
 //! dump per read, one acknowledged message per chunk of peer changes.
+//!
+//! The obfuscation parameters PVPN models ([`ObfuscationParams`]: `Jc`, `Jmin`, `Jmax`, `S1`–`S4`,
+//! `H1`–`H4`, `I1`–`I5`) are read, compared and set together. The module's newer attributes
+//! (AmneziaWG 2.0's header protection key, content padding, rekey/reject/keepalive timers, maximum
+//! handshake attempts) are neither sent nor read: they stay at the module's defaults (WireGuard's
+//! own timers, no header protection), which every AmneziaWG client works with, and a change to
+//! them behind the agent's back is not reported.
 
 pub mod message;
 pub mod nla;

@@ -111,6 +111,66 @@ fn obfuscation_parameters_round_trip() {
     assert!(dump.peers.is_empty());
 }
 
+/// `I1`–`I5` are the module's attributes 21–25 (`WGDEVICE_A_I1` follows `S4` = 20 in
+/// `src/uapi/wireguard.h`), NUL-terminated strings: set ones carry their description, unset ones
+/// the empty string that clears them on the interface.
+#[test]
+fn special_junk_is_set_as_strings_and_unset_ones_are_cleared() {
+    let mut profile = AwgProfile::generate();
+    profile.i1 = Some("<b 0xc0ff><r 16>".parse().unwrap());
+    profile.i4 = Some("<t>".parse().unwrap());
+    let params = ObfuscationParams::from(&profile);
+    let message = set_obfuscation("awg0", &params);
+    let attrs = parse(&message.attrs).unwrap();
+    let strings: Vec<(u16, &[u8])> = attrs
+        .iter()
+        .filter(|a| (21..=25).contains(&a.kind))
+        .map(|a| (a.kind, a.value))
+        .collect();
+    assert_eq!(
+        strings,
+        vec![
+            (21, &b"<b 0xc0ff><r 16>\0"[..]),
+            (22, &b"\0"[..]),
+            (23, &b"\0"[..]),
+            (24, &b"<t>\0"[..]),
+            (25, &b"\0"[..]),
+        ]
+    );
+    let dump = decode_dump([through_netlink(&message).attrs.as_slice()]).unwrap();
+    assert_eq!(dump.params, params);
+    assert_eq!(dump.params.i[0], "<b 0xc0ff><r 16>");
+}
+
+/// The module reports an `I*` it never had set not at all and a cleared one as an empty string:
+/// both read as unset, so a profile without `I*` matches either interface.
+#[test]
+fn special_junk_missing_or_empty_in_a_dump_reads_as_unset() {
+    let want = ObfuscationParams::from(&AwgProfile::generate());
+    let mut w = NlaWriter::new();
+    w.put_str(device::IFNAME, "awg0");
+    for (kind, value) in [
+        (device::JC, want.jc),
+        (device::JMIN, want.jmin),
+        (device::JMAX, want.jmax),
+        (device::S1, want.s1),
+        (device::S2, want.s2),
+        (device::S3, want.s3),
+        (device::S4, want.s4),
+    ] {
+        w.put_u16(kind, value);
+    }
+    for (kind, value) in [device::H1, device::H2, device::H3, device::H4]
+        .into_iter()
+        .zip(want.h)
+    {
+        w.put_u64(kind, value);
+    }
+    w.put_str(device::I[1], "");
+    let dump = decode_dump([w.into_bytes().as_slice()]).unwrap();
+    assert_eq!(dump.params, want);
+}
+
 /// A dump as the module writes it: device attributes first, `u32` keepalives, the
 /// advanced-security flag, and a peer whose allowed IPs continue in the next message.
 #[test]
