@@ -5,7 +5,9 @@
 # image, as a flat repository (`deb [trusted=yes] http://<host>/ ./`). Prints its directory.
 #
 # The package list is read from the roles themselves (every ansible.builtin.apt task's `name`),
-# plus python3-apt, which Ansible's apt module installs on a target that lacks it. The packages
+# plus python3-apt, which Ansible's apt module installs on a target that lacks it. The one
+# templated name, an AmneziaWG node's `linux-headers-{{ pvpn_awg_kernel }}`, is the guest
+# image's kernel (what the booted guests run); any other template is an error. The packages
 # are downloaded with `apt-get install --download-only` in a copy of the guest image's root, so
 # exactly what the guest lacks is fetched. The directory name carries a hash of this script, the
 # package list and the guest image, so a change to any of them builds a new repository.
@@ -24,9 +26,14 @@ done
 cache=${PVPN_TEST_CACHE:-/var/cache/pvpn-test}
 image=$(scripts/build-guest-image.sh) || fail "no guest image (see above)"
 
-# The roles' packages: a templated name cannot be resolved here, so it is an error.
-packages=$(/usr/bin/python3 - ansible/roles <<'PY'
-import pathlib, sys, yaml
+kernel=$(cat "$image/kernel-version" 2>/dev/null) || true
+[ -n "$kernel" ] || fail "$image/kernel-version is missing or empty"
+
+# The roles' packages: pvpn_awg_kernel is the guest's kernel; any other template cannot be
+# resolved here, so it is an error.
+packages=$(/usr/bin/python3 - ansible/roles "$kernel" <<'PY'
+import pathlib, re, sys, yaml
+kernel = sys.argv[2]
 names = {"python3-apt"}
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*/tasks/*.yml")):
     for task in yaml.safe_load(path.read_text()) or []:
@@ -35,6 +42,7 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*/tasks/*.yml")):
             continue
         wanted = args["name"]
         for name in [wanted] if isinstance(wanted, str) else wanted:
+            name = re.sub(r"\{\{\s*pvpn_awg_kernel\s*\}\}", kernel, name)
             if "{{" in name:
                 sys.exit(f"{path}: templated package name {name!r}")
             names.add(name)

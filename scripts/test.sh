@@ -17,6 +17,8 @@ echo "== Debian guest image for the QEMU tests (built once per machine, ~3 min c
 scripts/build-guest-image.sh >/dev/null
 echo "== AmneziaWG module and tools for the guests (built once per kernel, ~2 min cold)"
 scripts/build-awg.sh >/dev/null
+echo "== the fleet test's apt repository for its guests (built once per machine and inputs, needs Debian's mirror then)"
+scripts/build-fleet-repo.sh >/dev/null
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
 scripts/test-ansible.sh  # ansible/: lint, then the playbooks applied to debootstrapped Debian 12 roots and checked

@@ -1,19 +1,21 @@
 //! A real fleet, provisioned the way an operator does it, carrying a user's traffic.
 //!
 //! Debian guests under QEMU with systemd — the backend host and one VPN node in each of two
-//! regions, and on day two a fourth that becomes a second node of region A — are
-//! provisioned by `ansible/site.yml` over SSH from an inventory the test writes. The guests reach
+//! regions, and a fourth, booted with them, that becomes a second node of region A on day two —
+//! are provisioned by `ansible/site.yml` over SSH from an inventory the test writes. The guests reach
 //! nothing but the test's namespace: a local apt repository for the roles' apt tasks, the local
 //! Bot API server for the bot, and "the internet" behind the nodes (a resolver and a service that
 //! answers with the address it sees). A scripted Telegram user gets one config per region; each
 //! is brought up in a client namespace, pings its node and reaches the internet host by name
-//! through the node's forwarding and NAT. Then day two: a second run changes nothing, a node
-//! reboots, the agent is upgraded through the playbook without dropping a peer, a node is added,
-//! the backend is killed and comes back, and `pvpnctl status` agrees with all of it.
+//! through the node's forwarding and NAT. Redis on the backend host answers TLS only, and the
+//! agents reach it that way. Then day two: a second run changes nothing, a node reboots, one
+//! `site.yml` run ships a new agent (restarted without dropping a peer) and adds a node, the
+//! backend is killed and comes back, and `pvpnctl status` agrees with all of it.
 //!
 //! DNS: client configs name a resolver on the internet (the inventory's `pvpn_node_dns`; public
 //! resolvers by default), reached through the tunnel and the node's NAT; nodes run no resolver.
-//! One guest fleet serves every check, one after another. Needs root.
+//! One guest fleet serves every check, one after another; the time each stage took is printed
+//! at the end (and each playbook run's slowest tasks). Needs root.
 
 use std::time::{Duration, Instant};
 
@@ -22,9 +24,10 @@ use pvpn_common::PublicKey;
 use pvpn_common::client_config::ParsedConfig;
 use pvpn_testkit::netns::DumpPeer;
 use pvpn_testkit::vm::DebianGuest;
+use pvpn_tests::fleet::ansible::PlaybookRun;
 use pvpn_tests::fleet::outside::{ClientNet, INTERNET_HOST, SERVICE_NAME};
 use pvpn_tests::fleet::units::{UnitState, expect_hardened, expect_running, unit_state};
-use pvpn_tests::fleet::{COMMAND, Fleet, node_options, ship_binaries};
+use pvpn_tests::fleet::{COMMAND, Fleet, node_options, ship_agent_release};
 use pvpn_tests::stack::wait_until;
 use pvpn_tests::tunnel::{ClientTunnel, answers_ping};
 use pvpn_tests::user::BotUser;
@@ -45,21 +48,71 @@ const NODE_UNITS: [&str; 3] = [
 const CAP_NET_ADMIN: u64 = 1 << 12;
 /// Bound on "the change reached the node / the client": TCG guests on a busy machine.
 const CONVERGE: Duration = Duration::from_secs(180);
+/// Redis's TLS port on the backend host (the roles' `pvpn_redis_port`).
+const REDIS_PORT: u16 = 6379;
+
+/// The stages of the run and how long each took.
+struct Timeline {
+    started: Instant,
+    current: Option<(String, Instant)>,
+    done: Vec<(String, Duration)>,
+}
+
+impl Timeline {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            current: None,
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the stage under way (if any) and starts `name`.
+    fn stage(&mut self, name: &str) {
+        self.finish();
+        eprintln!("stage: {name} ({:.0?} in)", self.started.elapsed());
+        self.current = Some((name.to_string(), Instant::now()));
+    }
+
+    fn finish(&mut self) {
+        if let Some((name, since)) = self.current.take() {
+            self.done.push((name, since.elapsed()));
+        }
+    }
+
+    fn report(&mut self) -> String {
+        self.finish();
+        let mut text = format!("fleet stages ({:.0?} in all):\n", self.started.elapsed());
+        for (name, took) in &self.done {
+            text.push_str(&format!("  {:>6.0?}  {name}\n", took));
+        }
+        text
+    }
+}
+
+/// A playbook run's time and its slowest tasks, for the log.
+fn report_run(what: &str, run: &PlaybookRun) {
+    eprintln!("  {what}: {:.0?}; slowest tasks:", run.took);
+    for line in run.slowest.iter().take(12) {
+        eprintln!("    {line}");
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "15-40 min of TCG guests; passed once before Redis TLS landed; run with: cargo test -p pvpn-tests --test fleet -- --ignored"]
 async fn an_operator_provisions_a_fleet_that_carries_users_tunnels() -> Result<()> {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let started = Instant::now();
+    let mut timeline = Timeline::new();
+    timeline.stage("boot the backend host, aa-1, bb-1 and aa-2 (not in the inventory yet)");
     let mut fleet = block_in_place(|| {
         Fleet::boot(&[
             ("aa-1", "aa", "198.19.1.0/24"),
             ("bb-1", "bb", "198.19.2.0/24"),
+            ("aa-2", "aa", "198.19.3.0/24"),
         ])
     })
     .context("booting the fleet (the fleet test must run as root)")?;
-    eprintln!("fleet booted ({:.0?})", started.elapsed());
-    let outcome = scenario(&mut fleet, started).await;
+    let outcome = scenario(&mut fleet, &mut timeline).await;
+    eprintln!("{}", timeline.report());
     if let Err(e) = &outcome {
         eprintln!(
             "fleet scenario failed: {e:#}\n{}",
@@ -154,37 +207,47 @@ async fn tunnel_through(
     Ok((client, tunnel))
 }
 
-async fn scenario(fleet: &mut Fleet, started: Instant) -> Result<()> {
-    eprintln!("stage: site.yml, first run, on the backend host and nodes aa-1, bb-1");
+async fn scenario(fleet: &mut Fleet, timeline: &mut Timeline) -> Result<()> {
+    timeline.stage("site.yml, first run, on the backend host and nodes aa-1, bb-1");
     fleet.add_to_inventory(&["aa-1", "bb-1"]);
     let first = block_in_place(|| fleet.run_site())?;
-    ensure!(first.recap.len() == 3, "{:?}", first.recap);
+    report_run("first run", &first);
+    ensure!(
+        first.recap.keys().map(String::as_str).collect::<Vec<_>>() == ["aa-1", "backend", "bb-1"],
+        "hosts in the first run: {:?}",
+        first.recap
+    );
     let provisioned = Instant::now();
+
+    timeline.stage("units active under their hardening; Redis TLS only");
     let baseline = block_in_place(|| -> Result<_> {
         let states = running_units(fleet)?;
         expect_hardened(&fleet.backend, "pvpn-backend.service", 0)?;
         for name in ["aa-1", "bb-1"] {
             expect_hardened(&fleet.node(name).guest, "pvpn-agent.service", CAP_NET_ADMIN)?;
         }
+        redis_speaks_tls_only(fleet)?;
+        for name in ["aa-1", "bb-1"] {
+            agent_reaches_redis_by_tls(fleet, name)?;
+        }
         Ok(states)
     })?;
-    eprintln!("  provisioned, units active ({:.0?})", started.elapsed());
 
-    eprintln!("stage: a user's configs for both regions carry traffic through the nodes");
+    timeline.stage("a user's configs for both regions carry traffic through the nodes");
     let api = fleet.bot_api.clone();
     let user = BotUser::new(&api, 7001, "Eve");
     let laptop = user.new_device("Atlantis", "laptop").await?;
     let (client_a, tunnel_a) = tunnel_through(fleet, "aa-1", 21, &laptop.text).await?;
     let phone = user.new_device("Borealis", "phone").await?;
     let (client_b, tunnel_b) = tunnel_through(fleet, "bb-1", 22, &phone.text).await?;
-    eprintln!(
-        "  both tunnels reach the internet host ({:.0?})",
-        started.elapsed()
-    );
 
-    eprintln!("stage: site.yml, second run, changes nothing");
-    block_in_place(|| fleet.run_site())?.expect_unchanged()?;
+    timeline.stage("site.yml, second run, changes nothing");
+    let second = block_in_place(|| fleet.run_site())?;
+    report_run("second run", &second);
+    second.expect_unchanged()?;
+    ensure!(second.recap.len() == 3, "{:?}", second.recap);
 
+    timeline.stage("units unchanged a minute after the first run");
     let waited = provisioned.elapsed();
     if waited < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_secs(60) - waited).await;
@@ -194,12 +257,8 @@ async fn scenario(fleet: &mut Fleet, started: Instant) -> Result<()> {
         later == baseline,
         "a unit restarted within a minute:\nbefore {baseline:#?}\nafter {later:#?}"
     );
-    eprintln!(
-        "  units unchanged a minute later ({:.0?})",
-        started.elapsed()
-    );
 
-    eprintln!("stage: node aa-1 reboots; its interface and agent come back, the client reconnects");
+    timeline.stage("node aa-1 reboots; its interface and agent come back, the client reconnects");
     let laptop_key = tunnel_a.wg.public_key();
     block_in_place(|| -> Result<()> {
         let node = fleet.nodes.get_mut("aa-1").context("aa-1")?;
@@ -223,31 +282,26 @@ async fn scenario(fleet: &mut Fleet, started: Instant) -> Result<()> {
         || answers_ping(&client_a.ns, tunnel_addr),
     )
     .await?;
-    eprintln!("  back ({:.0?})", started.elapsed());
 
-    upgrade_keeps_sessions(
+    timeline.stage("one site.yml run: a new pvpn-agent on aa-1 and bb-1, and aa-2 joins region A");
+    upgrade_and_add_node(
         fleet,
         &[
             ("aa-1", &client_a, &tunnel_a),
             ("bb-1", &client_b, &tunnel_b),
         ],
+        "aa-2",
     )
     .await?;
-    eprintln!("  upgraded ({:.0?})", started.elapsed());
 
-    eprintln!("stage: node aa-2 joins region A in one run and takes the next device");
-    block_in_place(|| fleet.boot_node("aa-2", "aa", "198.19.3.0/24"))?;
-    fleet.add_to_inventory(&["aa-2"]);
-    let added = block_in_place(|| fleet.run_site())?;
-    ensure!(added.recap.contains_key("aa-2"), "{:?}", added.recap);
+    timeline.stage("aa-2 takes the next device of region A");
     let tablet = user.new_device("Atlantis", "tablet").await?;
     let (_client_c, _tunnel_c) = tunnel_through(fleet, "aa-2", 23, &tablet.text).await?;
-    eprintln!("  aa-2 carries the tablet ({:.0?})", started.elapsed());
 
+    timeline.stage("pvpn-backend killed; systemd restarts it and the bot answers");
     backend_comes_back(fleet, &user).await?;
-    eprintln!("  the bot answers again ({:.0?})", started.elapsed());
 
-    eprintln!("stage: pvpnctl status on the backend host: every node up and in sync");
+    timeline.stage("pvpnctl status on the backend host: every node up and in sync");
     wait_until(
         "every node up with applied = published revision",
         CONVERGE,
@@ -269,18 +323,122 @@ async fn scenario(fleet: &mut Fleet, started: Instant) -> Result<()> {
         },
     )
     .await?;
-    eprintln!("fleet test done ({:.0?})", started.elapsed());
     Ok(())
 }
 
-/// A new agent binary shipped through `region.yml`: the agents restart on it and every client's
-/// session on the nodes survives (the peer is never removed: its counters keep counting and its
-/// handshake is not replaced by a new one forced by a lost session).
-async fn upgrade_keeps_sessions(
+/// Redis on the backend host serves TLS only: its configuration opens no plain port, it
+/// listens on the TLS port alone (loopback and the bridge address), a plain client gets no
+/// answer there, and a TLS client that trusts the roles' CA gets Redis's own refusal of an
+/// unauthenticated command (so the handshake and the certificate for that address work).
+fn redis_speaks_tls_only(fleet: &Fleet) -> Result<()> {
+    let backend = &fleet.backend;
+    let addr = backend.addr();
+    let ports = backend.run_ok("grep -E '^(port|tls-port) ' /etc/redis/redis.conf", COMMAND)?;
+    ensure!(
+        ports.lines().collect::<Vec<_>>()
+            == ["port 0".to_string(), format!("tls-port {REDIS_PORT}")],
+        "redis.conf opens {ports:?}, expected only the TLS port {REDIS_PORT}"
+    );
+    let listening = backend.run_ok(
+        "ss -Hltnp | grep '\"redis-server\"' | awk '{print $4}' | sort",
+        COMMAND,
+    )?;
+    let mut expected = vec![
+        format!("127.0.0.1:{REDIS_PORT}"),
+        format!("{addr}:{REDIS_PORT}"),
+    ];
+    expected.sort();
+    ensure!(
+        listening.lines().collect::<Vec<_>>() == expected,
+        "redis-server listens on {listening:?}, expected only {expected:?}"
+    );
+    for host in ["127.0.0.1".to_string(), addr.to_string()] {
+        let plain = backend.run(
+            &format!("timeout 10 redis-cli -h {host} -p {REDIS_PORT} ping 2>&1"),
+            COMMAND,
+        )?;
+        ensure!(
+            !plain.stdout.contains("PONG") && !plain.stdout.contains("NOAUTH"),
+            "Redis answered plain TCP on {host}:{REDIS_PORT}: {:?}",
+            plain.stdout
+        );
+        let tls = backend.run(
+            &format!(
+                "timeout 10 redis-cli --tls --cacert /etc/redis/tls/ca.crt -h {host} -p {REDIS_PORT} ping 2>&1"
+            ),
+            COMMAND,
+        )?;
+        ensure!(
+            tls.stdout.contains("NOAUTH"),
+            "a TLS client trusting the roles' CA got {:?} from {host}:{REDIS_PORT}, expected \
+             Redis's NOAUTH",
+            tls.stdout
+        );
+    }
+    Ok(())
+}
+
+/// A node's agent is configured with a `rediss://` URL for the backend host and holds a TCP
+/// connection to Redis's port there: with nothing but TLS on that port (above) and the agent
+/// applying peers (the tunnels), that connection is TLS.
+fn agent_reaches_redis_by_tls(fleet: &Fleet, node: &str) -> Result<()> {
+    let guest = &fleet.node(node).guest;
+    let backend = fleet.backend.addr();
+    let line = guest.run_ok("grep '^REDIS_URL=' /etc/pvpn/agent.env", COMMAND)?;
+    // REDIS_URL='<scheme>://<user>:<password>@<host>:<port>/0': never print the password.
+    let url = line
+        .trim()
+        .trim_start_matches("REDIS_URL=")
+        .trim_matches('\'');
+    let scheme = url.split("://").next().unwrap_or_default();
+    let server = url
+        .rsplit_once('@')
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+        .unwrap_or_default();
+    ensure!(
+        scheme == "rediss" && server == format!("{backend}:{REDIS_PORT}"),
+        "{node}'s agent.env names Redis as {scheme}://…@{server}, expected rediss://…@{backend}:{REDIS_PORT}"
+    );
+    wait_until_blocking(&format!("{node}'s agent connected to Redis"), || {
+        let pid = unit_state(guest, "pvpn-agent.service")?.main_pid;
+        let peers = guest.run_ok(
+            &format!("ss -Htnp state established '( dport = :{REDIS_PORT} )' | grep 'pid={pid},' | awk '{{print $4}}'"),
+            COMMAND,
+        )?;
+        Ok(peers
+            .lines()
+            .any(|p| p == format!("{backend}:{REDIS_PORT}")))
+    })
+}
+
+/// Polls `check` every second until it holds, for up to [`CONVERGE`].
+fn wait_until_blocking(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + CONVERGE;
+    let mut last = None;
+    while Instant::now() < deadline {
+        match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => last = None,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    match last {
+        Some(e) => bail!("{what}: not within {CONVERGE:?}; last error: {e:#}"),
+        None => bail!("{what}: not within {CONVERGE:?}"),
+    }
+}
+
+/// One `site.yml` run that ships a new agent binary (the backend's binaries unchanged) and adds
+/// `new_node` to the inventory: the running agents restart on the new binary and every client's
+/// session on their nodes survives (the peer is never removed: its counters keep counting and
+/// its handshake is not replaced by a new one forced by a lost session), and `new_node` is
+/// provisioned in the same run.
+async fn upgrade_and_add_node(
     fleet: &mut Fleet,
     clients: &[(&str, &ClientNet, &ClientTunnel)],
+    new_node: &str,
 ) -> Result<()> {
-    eprintln!("stage: a new pvpn-agent through region.yml; no peer is dropped");
     let mut before = Vec::new();
     for (node, client, tunnel) in clients {
         let guest = &fleet.node(node).guest;
@@ -307,20 +465,27 @@ async fn upgrade_keeps_sessions(
         let agent = block_in_place(|| unit_state(guest, "pvpn-agent.service"))?;
         before.push((peer, agent));
     }
+    let backend_before = block_in_place(|| unit_state(&fleet.backend, "pvpn-backend.service"))?;
     let upgrade = fleet.work.join("bin-upgrade");
-    ship_binaries(&upgrade, "--strip-debug")?;
+    ship_agent_release(&fleet.binaries_dir, &upgrade)?;
     let new_agent = sha256(&upgrade.join("pvpn-agent"))?;
     ensure!(
         new_agent != sha256(&fleet.binaries_dir.join("pvpn-agent"))?,
         "not a new binary"
     );
     fleet.binaries_dir = upgrade;
-    // An agent release touches only the nodes: the operator runs region.yml.
-    let run = block_in_place(|| fleet.run_playbook("region.yml"))?;
+    fleet.add_to_inventory(&[new_node]);
+    let run = block_in_place(|| fleet.run_site())?;
+    report_run("upgrade + added node run", &run);
     ensure!(
-        !run.recap.contains_key("backend") || run.recap["backend"].changed == 0,
-        "{:?}",
-        run.changed_tasks
+        run.recap.contains_key(new_node) && run.recap.len() == 4,
+        "hosts in the run: {:?}",
+        run.recap
+    );
+    let backend_after = block_in_place(|| unit_state(&fleet.backend, "pvpn-backend.service"))?;
+    ensure!(
+        backend_after.invocation == backend_before.invocation,
+        "an agent release restarted pvpn-backend: {backend_before:?} → {backend_after:?}"
     );
     for ((node, client, tunnel), (peer0, agent0)) in clients.iter().zip(before) {
         let guest = &fleet.node(node).guest;
@@ -349,6 +514,12 @@ async fn upgrade_keeps_sessions(
             "no ping through {node} after the upgrade"
         );
     }
+    block_in_place(|| -> Result<()> {
+        let guest = &fleet.node(new_node).guest;
+        expect_running(guest, &NODE_UNITS)?;
+        expect_hardened(guest, "pvpn-agent.service", CAP_NET_ADMIN)?;
+        agent_reaches_redis_by_tls(fleet, new_node)
+    })?;
     Ok(())
 }
 
@@ -364,7 +535,6 @@ fn sha256(path: &std::path::Path) -> Result<String> {
 
 /// `pvpn-backend` killed on the backend host: systemd restarts it, and the bot answers again.
 async fn backend_comes_back(fleet: &Fleet, user: &BotUser<'_>) -> Result<()> {
-    eprintln!("stage: pvpn-backend killed; systemd restarts it and the bot answers");
     let before = block_in_place(|| unit_state(&fleet.backend, "pvpn-backend.service"))?;
     block_in_place(|| {
         fleet

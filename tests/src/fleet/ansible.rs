@@ -24,6 +24,10 @@ pub struct HostRecap {
 pub struct PlaybookRun {
     pub recap: BTreeMap<String, HostRecap>,
     pub log: PathBuf,
+    /// How long `ansible-playbook` ran.
+    pub took: Duration,
+    /// The slowest tasks, as `profile_tasks` lists them at the end of the run.
+    pub slowest: Vec<String>,
     /// `TASK [...]` headers followed by a `changed:` line, with the host: what changed.
     pub changed_tasks: Vec<String>,
 }
@@ -90,12 +94,15 @@ impl Ansible {
             .env("ANSIBLE_FORCE_COLOR", "0")
             .env("ANSIBLE_HOST_KEY_CHECKING", "False")
             .env("ANSIBLE_LOCAL_TEMP", self.work.join("ansible-tmp"))
+            // Each task's time, and the slowest ones at the end: where a run's minutes go.
+            .env("ANSIBLE_CALLBACKS_ENABLED", "profile_tasks")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
             .context("running ansible-playbook (scripts/setup.sh installs ansible)")?;
-        let deadline = Instant::now() + PLAYBOOK_DEADLINE;
+        let started = Instant::now();
+        let deadline = started + PLAYBOOK_DEADLINE;
         let status = loop {
             if let Some(status) = child.try_wait()? {
                 break status;
@@ -120,6 +127,8 @@ impl Ansible {
         let run = PlaybookRun {
             recap: parse_recap(&text)?,
             log,
+            took: started.elapsed(),
+            slowest: slowest_tasks(&text),
             changed_tasks: changed_tasks(&text),
         };
         if let Some((host, _)) = run.recap.iter().find(|(_, h)| h.unreachable > 0) {
@@ -138,7 +147,8 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// `host : ok=25 changed=0 unreachable=0 failed=0 skipped=3 rescued=0 ignored=0` lines.
+/// `host : ok=25 changed=0 unreachable=0 failed=0 skipped=3 rescued=0 ignored=0` lines (not
+/// the `role : task ---- 1.23s` lines of `profile_tasks` after them).
 fn parse_recap(text: &str) -> Result<BTreeMap<String, HostRecap>> {
     let recap = text
         .split("PLAY RECAP")
@@ -149,6 +159,9 @@ fn parse_recap(text: &str) -> Result<BTreeMap<String, HostRecap>> {
         let Some((host, counts)) = line.split_once(" : ") else {
             continue;
         };
+        if !counts.trim_start().starts_with("ok=") {
+            continue;
+        }
         let mut entry = HostRecap::default();
         for pair in counts.split_whitespace() {
             let Some((key, value)) = pair.split_once('=') else {
@@ -173,6 +186,24 @@ fn parse_recap(text: &str) -> Result<BTreeMap<String, HostRecap>> {
     Ok(hosts)
 }
 
+/// The `profile_tasks` summary: the lines after the `=====` rule that follows the recap.
+fn slowest_tasks(text: &str) -> Vec<String> {
+    let Some(recap) = text.split("PLAY RECAP").nth(1) else {
+        return Vec::new();
+    };
+    recap
+        .lines()
+        .skip_while(|l| !l.starts_with("====="))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            // `role : task ------------ 12.34s`: the dashes only pad.
+            let (name, time) = l.rsplit_once(' ').unwrap_or((l, ""));
+            format!("{time:>9} {}", name.trim_end_matches(['-', ' ']))
+        })
+        .collect()
+}
+
 fn changed_tasks(text: &str) -> Vec<String> {
     let mut task = "";
     let mut found = Vec::new();
@@ -192,13 +223,28 @@ mod tests {
 
     #[test]
     fn the_recap_and_the_changed_tasks_are_read() {
-        let text = "TASK [agent : Install pvpn-agent] ***\nchanged: [aa-1]\nok: [bb-1]\n\
+        let text = "TASK [agent : Install pvpn-agent] ***\n\
+                    Saturday 05 December 2026  17:07:05 +0000 (0:00:00.592)       0:00:00.624 ***\n\
+                    changed: [aa-1]\nok: [bb-1]\n\
                     PLAY RECAP ***\n\
                     aa-1                       : ok=25   changed=1    unreachable=0    failed=0    skipped=3\n\
-                    backend                    : ok=40   changed=0    unreachable=0    failed=0\n";
+                    backend                    : ok=40   changed=0    unreachable=0    failed=0\n\
+                    \n\
+                    Saturday 05 December 2026  17:07:05 +0000 (0:00:00.592)       0:00:00.624 ***\n\
+                    ===============================================================================\n\
+                    postgres : Install PostgreSQL ---------------------------------------- 212.50s\n\
+                    agent : Install pvpn-agent -------------------------------------------- 3.01s\n";
         let recap = parse_recap(text).unwrap();
+        assert_eq!(recap.len(), 2, "{recap:?}");
         assert_eq!(recap["aa-1"].changed, 1);
         assert_eq!(recap["backend"].ok, 40);
+        assert_eq!(
+            slowest_tasks(text),
+            vec![
+                "  212.50s postgres : Install PostgreSQL",
+                "    3.01s agent : Install pvpn-agent"
+            ]
+        );
         assert_eq!(
             changed_tasks(text),
             vec!["agent : Install pvpn-agent: changed: [aa-1]"]

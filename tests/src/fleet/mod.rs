@@ -125,6 +125,45 @@ pub fn ship_binaries(dir: &Path, strip_flag: &str) -> Result<()> {
     Ok(())
 }
 
+/// The machine's own setup, before any operator tool: its apt mirror is the local repository
+/// at `mirror`, and dpkg skips fsync (a throwaway disk; the time goes to TCG instead).
+fn use_local_mirror(guest: &DebianGuest, mirror: Ipv4Addr) -> Result<()> {
+    let sources = format!("deb [trusted=yes] http://{mirror}:{REPO_PORT}/ ./");
+    guest
+        .run_ok(
+            &format!(
+                "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* && \
+                 echo '{sources}' > /etc/apt/sources.list.d/local-mirror.list && \
+                 echo force-unsafe-io > /etc/dpkg/dpkg.cfg.d/test-unsafe-io && \
+                 rm -rf /var/lib/apt/lists/* && apt-get update -qq"
+            ),
+            COMMAND,
+        )
+        .with_context(|| format!("pointing {}'s apt at the local repository", guest.addr()))?;
+    Ok(())
+}
+
+/// An agent release in `dir`: the backend's binaries of `current` as they are, and a new
+/// `pvpn-agent` (the same build stripped differently, so its bytes differ).
+pub fn ship_agent_release(current: &Path, dir: &Path) -> Result<()> {
+    let bins = Binaries::locate()?;
+    std::fs::create_dir_all(dir)?;
+    for name in ["pvpn-backend", "pvpnctl"] {
+        std::fs::copy(current.join(name), dir.join(name))
+            .with_context(|| format!("copying {name} into {}", dir.display()))?;
+    }
+    let out = Command::new("strip")
+        .args(["--strip-debug", "-o"])
+        .arg(dir.join("pvpn-agent"))
+        .arg(&bins.agent)
+        .output()
+        .context("strip (binutils, scripts/setup.sh installs build-essential)")?;
+    if !out.status.success() {
+        bail!("strip pvpn-agent: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 /// Builds (or finds cached) the fleet's apt repository.
 fn fleet_repo() -> Result<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-fleet-repo.sh");
@@ -143,7 +182,9 @@ fn fleet_repo() -> Result<PathBuf> {
 
 impl Fleet {
     /// Boots the backend host and the nodes `(name, region, subnet)` in parallel, points their
-    /// apt at the local repository, and starts what they reach. Nothing is provisioned yet.
+    /// apt at the local repository, and starts what they reach. Nothing is provisioned yet, and
+    /// no node is in the inventory until [`Fleet::add_to_inventory`] (a node booted now can
+    /// join on day two without a boot of its own then).
     pub fn boot(nodes: &[(&str, &str, &str)]) -> Result<Self> {
         let repo = fleet_repo()?;
         let net = GuestNetwork::create()?;
@@ -176,19 +217,34 @@ impl Fleet {
         )?);
         let internet = Internet::start(&net, &work)?;
 
-        let (backend, guests) = std::thread::scope(|scope| {
-            let backend = scope.spawn(|| DebianGuest::boot(&net));
+        // Every guest boots and gets its apt source in its own thread (one TCG guest's boot
+        // waits mostly on its own vCPU); the binaries are stripped meanwhile.
+        let mirror = net.host_addr();
+        let binaries_dir = work.join("bin");
+        let (backend, guests, shipped) = std::thread::scope(|scope| {
+            let backend = scope.spawn(|| {
+                let guest = DebianGuest::boot(&net)?;
+                use_local_mirror(&guest, mirror)?;
+                Ok(guest)
+            });
             let guests: Vec<_> = nodes
                 .iter()
-                .map(|_| scope.spawn(|| DebianGuest::boot_with(&net, &node_options())))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let guest = DebianGuest::boot_with(&net, &node_options())?;
+                        use_local_mirror(&guest, mirror)?;
+                        Ok(guest)
+                    })
+                })
                 .collect();
+            let shipped = ship_binaries(&binaries_dir, "--strip-all");
             let join = |h: std::thread::ScopedJoinHandle<'_, Result<DebianGuest>>| {
                 h.join()
                     .map_err(|_| anyhow::anyhow!("a boot thread panicked"))?
             };
             let backend = join(backend);
             let guests: Vec<Result<DebianGuest>> = guests.into_iter().map(join).collect();
-            (backend, guests)
+            (backend, guests, shipped)
         });
         let backend = backend.context("booting the backend host")?;
         let mut fleet_nodes = BTreeMap::new();
@@ -196,13 +252,12 @@ impl Fleet {
             let guest = guest.with_context(|| format!("booting {name}"))?;
             fleet_nodes.insert(name.to_string(), Node::new(name, region, subnet, guest)?);
         }
-        let binaries_dir = work.join("bin");
-        ship_binaries(&binaries_dir, "--strip-all")?;
+        shipped?;
         let redis_passwords = nodes
             .iter()
             .map(|(n, _, _)| (n.to_string(), secret()))
             .collect();
-        let fleet = Self {
+        Ok(Self {
             backend,
             nodes: fleet_nodes,
             bot_api,
@@ -214,40 +269,7 @@ impl Fleet {
             _repo_server: repo_server,
             work,
             net,
-        };
-        for guest in fleet.guests() {
-            fleet.use_local_mirror(guest)?;
-        }
-        Ok(fleet)
-    }
-
-    /// The machine's own setup, before any operator tool: its apt mirror is the local
-    /// repository, and dpkg skips fsync (a throwaway disk; the time goes to TCG instead).
-    fn use_local_mirror(&self, guest: &DebianGuest) -> Result<()> {
-        let sources = format!(
-            "deb [trusted=yes] http://{}:{REPO_PORT}/ ./",
-            self.net.host_addr()
-        );
-        guest.run_ok(
-            &format!(
-                "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* && \
-                 echo '{sources}' > /etc/apt/sources.list.d/local-mirror.list && \
-                 echo force-unsafe-io > /etc/dpkg/dpkg.cfg.d/test-unsafe-io && \
-                 rm -rf /var/lib/apt/lists/* && apt-get update -qq"
-            ),
-            COMMAND,
-        )?;
-        Ok(())
-    }
-
-    /// Boots one more node guest (not in the inventory yet), as a new server arrives.
-    pub fn boot_node(&mut self, name: &str, region: &str, subnet: &str) -> Result<()> {
-        let guest = DebianGuest::boot_with(&self.net, &node_options())?;
-        self.use_local_mirror(&guest)?;
-        self.nodes
-            .insert(name.to_string(), Node::new(name, region, subnet, guest)?);
-        self.redis_passwords.insert(name.to_string(), secret());
-        Ok(())
+        })
     }
 
     /// Every booted guest, provisioned or not.
