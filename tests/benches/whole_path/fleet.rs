@@ -60,13 +60,18 @@ async fn nodes_where(pool: &PgPool, sql: &'static str, since: f64) -> Result<i64
     Ok(sqlx::query_scalar(sql).bind(since).fetch_one(pool).await?)
 }
 
-/// Polls until `count()` reaches `n`; the time it took.
-async fn until<F, Fut>(what: &str, n: i64, timeout: Duration, mut count: F) -> Result<Duration>
+/// Polls until `count()` reaches `n`; the time since `start`.
+async fn until<F, Fut>(
+    what: &str,
+    n: i64,
+    start: Instant,
+    timeout: Duration,
+    mut count: F,
+) -> Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<i64>>,
 {
-    let start = Instant::now();
     loop {
         let have = count().await?;
         if have >= n {
@@ -181,9 +186,11 @@ pub async fn run(regions: usize, per_region: usize, peers: i64) -> Result<Vec<Fi
         .collect();
     let flushed = unix_now();
     let _: () = redis::cmd("FLUSHALL").query(&mut conn)?;
+    let start = Instant::now();
     let republished = until(
         "revision keys back",
         total,
+        start,
         Duration::from_secs(900),
         || {
             let exists: redis::RedisResult<i64> =
@@ -196,6 +203,7 @@ pub async fn run(regions: usize, per_region: usize, peers: i64) -> Result<Vec<Fi
     let recovered = until(
         "nodes reporting applied = published after FLUSHALL",
         total,
+        start,
         Duration::from_secs(900),
         || nodes_where(&pool, RECONCILED_SINCE, flushed),
     )
@@ -217,7 +225,7 @@ pub async fn run(regions: usize, per_region: usize, peers: i64) -> Result<Vec<Fi
     ));
     figures.push(Figure::info(
         "fleet",
-        format!("fleet recovery after FLUSHALL, {total} nodes × {peers} peers: until every node reports applied = published"),
+        format!("fleet recovery after FLUSHALL, {total} nodes × {peers} peers: from the flush until every node reports applied = published"),
         secs(recovered),
     ));
     if let Some(kb) = rss {
@@ -234,10 +242,12 @@ pub async fn run(regions: usize, per_region: usize, peers: i64) -> Result<Vec<Fi
     // The backend crashes and comes back.
     stack.kill_backend();
     let restarted = unix_now();
+    let start = Instant::now();
     stack.start_backend_with(&[], &[("PVPN_HEARTBEAT_INTERVAL_SECS", "1")])?;
     let back = until(
         "nodes reporting applied = published after the restart",
         total,
+        start,
         Duration::from_secs(900),
         || nodes_where(&pool, REPORTED_SINCE, restarted),
     )
@@ -245,7 +255,7 @@ pub async fn run(regions: usize, per_region: usize, peers: i64) -> Result<Vec<Fi
     .with_context(|| stack.logs())?;
     figures.push(Figure::info(
         "fleet",
-        format!("fleet recovery after a backend restart (SIGKILL), {total} nodes × {peers} peers: until every node reports applied = published"),
+        format!("fleet recovery after a backend restart (SIGKILL), {total} nodes × {peers} peers: from the new process's start until every node reports applied = published"),
         secs(back),
     ));
 
