@@ -50,8 +50,21 @@ impl VpnSite {
         display_name: &str,
         subnet: Ipv4Net,
     ) -> Result<Self> {
+        Self::create_node(index, region, 1, display_name, subnet)
+    }
+
+    /// Like [`VpnSite::create_with_subnet`] for node `<region>-<number>`, so that one region
+    /// can have several nodes (register the second and later ones with
+    /// [`VpnSite::node_add_args`] only: their region exists).
+    pub fn create_node(
+        index: u8,
+        region: &str,
+        number: u32,
+        display_name: &str,
+        subnet: Ipv4Net,
+    ) -> Result<Self> {
         let region = RegionCode::new(region)?;
-        let node = NodeName::new(format!("{region}-1"))?;
+        let node = NodeName::new(format!("{region}-{number}"))?;
         let server_ns = Netns::create(&format!("srv{index}"))?;
         let client_ns = Netns::create(&format!("cli{index}"))?;
         let server_veth = Ipv4Addr::new(198, 18, index, 1);

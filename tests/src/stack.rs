@@ -167,6 +167,19 @@ impl Stack {
         Ok(())
     }
 
+    /// SIGKILLs `pvpn-backend`, as a crash would (nothing else stops it without its grace
+    /// period). Idempotent.
+    pub fn kill_backend(&self) {
+        if let Some(mut backend) = lock(&self.backend).take() {
+            backend.kill_hard();
+        }
+    }
+
+    /// The pid of the running `pvpn-backend`, to read its memory from `/proc`.
+    pub fn backend_pid(&self) -> Option<u32> {
+        lock(&self.backend).as_ref().and_then(ChildProcess::pid)
+    }
+
     /// SIGKILLs the agent of `site`, as a crash would.
     pub fn kill_agent(&self, site: &VpnSite) {
         let agent = lock(&self.agents).remove(site.node.as_str());

@@ -1,5 +1,6 @@
-//! What both apply benchmarks (`apply` on wireguard-go, `apply_kernel` in a guest) build their
-//! runs from, so the agent and `wg` are given the same peers in the same form.
+//! What both apply benchmarks (`apply_kernel` in a guest here, and the `apply` section of
+//! `tests/benches/whole_path` on wireguard-go, which includes this file) build their runs from,
+//! so the agent and `wg` are given the same peers in the same form.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};

@@ -1,8 +1,11 @@
-//! Grants at node sizes and across a region: the latency of one grant with 1k, 10k and 60k
-//! devices already on its node (target: flat within 2×), and grants per second with 50 in
-//! flight into a 4-node region (target: ≥ 1,000/s). Nodes are filled in bulk the way an import
-//! writes devices (`db::addresses::claim_inserted`), then granted into through the service.
-//! Addresses are rows only (no traffic), all inside 198.18.0.0/15.
+//! Grants at node sizes and across a region, against PostgreSQL only (moved here from
+//! `backend/benches/grant/scale.rs`): the latency of one grant with 1k, 10k and 60k devices
+//! already on its node (target: flat within 2×), and grants per second with 50 in flight into
+//! a 4-node region with no relay running (the same target as the whole path's sustained rate,
+//! ≥ 1,000/s: this one shows what PostgreSQL alone allows). Nodes are filled in bulk the way an
+//! import writes devices (`db::addresses::claim_inserted`), then granted into through the
+//! service; `fill` and `users` serve the other sections too. Addresses are rows only (no
+//! traffic), all inside 198.18.0.0/15.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -15,21 +18,23 @@ use pvpn_common::{NodeName, RegionCode};
 use pvpn_testkit::postgres::TestDatabase;
 use sqlx::PgPool;
 
+use crate::report::Figure;
+
 /// The backend's own pool size (`app::start`).
 const POOL: u32 = 20;
 const IN_FLIGHT: usize = 50;
-/// Grants measured at each node size.
-const MEASURED: usize = 500;
 /// The owner of bulk-filled devices.
-const FILLER: i64 = 1_000_000_000;
+pub const FILLER: i64 = 1_000_000_000;
 
-async fn service_on(database: &TestDatabase) -> Service {
+/// A service with the backend's pool size on `database`, migrated.
+pub async fn service_on(database: &TestDatabase) -> Service {
     let pool = db::pool(database.url(), POOL).expect("pool");
     db::migrate(&pool).await.expect("migrate");
     Service::new(pool, ServiceSettings::default())
 }
 
-async fn declare(service: &Service, region: &str, nodes: &[(&str, &str, u32)]) {
+/// Declares `region` and its `nodes` (name, subnet, capacity).
+pub async fn declare(service: &Service, region: &str, nodes: &[(&str, &str, u32)]) {
     let actor = Actor::System("bench");
     let code = RegionCode::new(region).unwrap();
     service.declare_region(&actor, &code, region).await.unwrap();
@@ -50,7 +55,7 @@ async fn declare(service: &Service, region: &str, nodes: &[(&str, &str, u32)]) {
 }
 
 /// Users `first..first+count` (Telegram ids), each allowed `limit` devices, in one statement.
-async fn users(pool: &PgPool, first: i64, count: i64, limit: i32) {
+pub async fn users(pool: &PgPool, first: i64, count: i64, limit: i32) {
     sqlx::query(
         "INSERT INTO users (telegram_id, device_limit)
          SELECT g, $3 FROM generate_series($1::bigint, $1 + $2 - 1) AS g",
@@ -65,7 +70,7 @@ async fn users(pool: &PgPool, first: i64, count: i64, limit: i32) {
 
 /// Adds devices to `node` until it holds `target` live ones, at the addresses after its cursor,
 /// in one transaction under the node's lock, accounted by `claim_inserted` like an import.
-async fn fill(pool: &PgPool, node: &str, target: i64) {
+pub async fn fill(pool: &PgPool, node: &str, target: i64) {
     let mut tx = pool.begin().await.unwrap();
     let row = db::nodes::lock(&mut tx, node).await.unwrap().unwrap();
     let missing = target - row.devices;
@@ -113,10 +118,15 @@ fn spread(mut samples: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.95))
 }
 
-/// `MEASURED` grants one after another by users `first..`, each its own user.
-async fn sequential(service: &Service, region: &RegionCode, first: i64) -> (f64, f64) {
-    let mut samples = Vec::with_capacity(MEASURED);
-    for id in first..first + MEASURED as i64 {
+/// `measured` grants one after another by users `first..`, each its own user.
+async fn sequential(
+    service: &Service,
+    region: &RegionCode,
+    first: i64,
+    measured: usize,
+) -> (f64, f64) {
+    let mut samples = Vec::with_capacity(measured);
+    for id in first..first + measured as i64 {
         let start = Instant::now();
         service.grant_device(id, region, None).await.unwrap();
         samples.push(start.elapsed());
@@ -124,20 +134,21 @@ async fn sequential(service: &Service, region: &RegionCode, first: i64) -> (f64,
     spread(samples)
 }
 
-/// Grant latency with 1k, 10k and 60k devices on the node: rows of (devices, median, p95).
-pub async fn node_sizes() -> Vec<(i64, f64, f64)> {
+/// Grant latency with `sizes` devices on the node, `measured` grants at each: rows of
+/// (devices, median, p95).
+pub async fn node_sizes(sizes: &[i64], measured: usize) -> Vec<(i64, f64, f64)> {
     let database = TestDatabase::create().await.expect("database");
     let service = service_on(&database).await;
     let pool = service.pool().clone();
     declare(&service, "sz", &[("sz-1", "198.18.0.0/16", 65_000)]).await;
     users(&pool, FILLER, 1, 0).await;
-    users(&pool, 1, 3 * MEASURED as i64, 3).await;
+    users(&pool, 1, (sizes.len() * measured) as i64, 3).await;
     let region = RegionCode::new("sz").unwrap();
     let mut rows = Vec::new();
-    for (step, size) in [1_000, 10_000, 60_000].into_iter().enumerate() {
+    for (step, &size) in sizes.iter().enumerate() {
         fill(&pool, "sz-1", size).await;
-        let first = 1 + (step * MEASURED) as i64;
-        let (median, p95) = sequential(&service, &region, first).await;
+        let first = 1 + (step * measured) as i64;
+        let (median, p95) = sequential(&service, &region, first, measured).await;
         println!("grant with {size} devices on the node: median {median:.2} ms, p95 {p95:.2} ms");
         rows.push((size, median, p95));
     }
@@ -191,4 +202,46 @@ pub async fn region_throughput(prefill: i64, grants: usize) -> (usize, f64, f64,
          {rate:.0} grants/s, median {median:.1} ms, p99 {p99:.1} ms"
     );
     (grants, seconds, rate, median, p99)
+}
+
+/// The section: grant latency at `sizes` devices on a node, then the region's rate.
+pub async fn run(
+    sizes: &[i64],
+    measured: usize,
+    prefill: i64,
+    grants: usize,
+) -> anyhow::Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    let rows = node_sizes(sizes, measured).await;
+    for (size, median, p95) in &rows {
+        figures.push(Figure::info(
+            "grants",
+            format!("grant, one after another, {size} devices on the node"),
+            format!("median {median:.2} ms, p95 {p95:.2} ms ({measured} grants)"),
+        ));
+    }
+    let medians: Vec<f64> = rows.iter().map(|(_, median, _)| *median).collect();
+    let (fastest, slowest) = medians
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), m| (lo.min(*m), hi.max(*m)));
+    let flat = slowest / fastest;
+    let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
+    figures.push(Figure::new(
+        "grants",
+        format!(
+            "grant latency from {first} to {last} devices on a node (slowest / fastest median)"
+        ),
+        format!("{flat:.2}×"),
+        "flat within 2×",
+        Some(flat <= 2.0),
+    ));
+    let (_, _, rate, median, p99) = region_throughput(prefill, grants).await;
+    figures.push(Figure::new(
+        "grants",
+        format!("grants/s, {IN_FLIGHT} in flight, 4-node region of {prefill} devices each, PostgreSQL only (no relay)"),
+        format!("{rate:.0}/s (median {median:.1} ms, p99 {p99:.1} ms)"),
+        "≥ 1,000/s",
+        Some(rate >= 1000.0),
+    ));
+    Ok(figures)
 }
