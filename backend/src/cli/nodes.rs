@@ -164,7 +164,7 @@ async fn profile(service: &Service, args: ProfileArgs, json: bool) -> anyhow::Re
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
             let profile: AwgProfile = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{} is not a profile: {e}", path.display()))?;
-            NewProfile::Set(profile)
+            NewProfile::Set(Box::new(profile))
         }
         (None, true) => NewProfile::Regenerate,
         (None, false) => {
