@@ -1,7 +1,7 @@
 //! AmneziaWG nodes end to end on the backend side, with the real `pvpnctl`, PostgreSQL and Redis:
 //! a node declared with `--protocol amneziawg` gets a profile its client configs carry; `pvpnctl
-//! node profile` shows it, regenerates or sets it (validated), names the devices that need new
-//! configs, and refuses plain WireGuard nodes; the relay publishes the spec with every snapshot
+//! node profile` shows it, regenerates or sets it (validated, I1–I5 included), names the devices
+//! that need new configs, and refuses plain WireGuard nodes; the relay publishes the spec with every snapshot
 //! and a profile change as an `InterfaceSet` on the node's next revision, atomically with the
 //! node's interface key.
 
@@ -104,7 +104,7 @@ async fn pvpnctl_manages_an_amneziawg_nodes_profile() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("profile.json");
-    let mut bad = serde_json::to_value(second).unwrap();
+    let mut bad = serde_json::to_value(&second).unwrap();
     bad["jc"] = Value::from(0);
     std::fs::write(&file, bad.to_string()).unwrap();
     let refused = fails(
@@ -112,15 +112,62 @@ async fn pvpnctl_manages_an_amneziawg_nodes_profile() {
         &["node", "profile", "nl-1", "--set", file.to_str().unwrap()],
     );
     assert!(refused.contains("Jc must be 1 to 128"), "{refused}");
-    assert_eq!(profile_of(url, "nl-1").amneziawg, Some(second), "unchanged");
+    assert_eq!(
+        profile_of(url, "nl-1").amneziawg,
+        Some(second.clone()),
+        "unchanged"
+    );
 
-    let chosen = AwgProfile::generate();
+    // I1–I5: a bad tag and too much text in sum are refused with the reason.
+    let mut bad = serde_json::to_value(&second).unwrap();
+    bad["i2"] = Value::from("<b 0xc0ff><r 16");
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let refused = fails(
+        url,
+        &["node", "profile", "nl-1", "--set", file.to_str().unwrap()],
+    );
+    assert!(
+        refused.contains("\"<b 0xc0ff><r 16\"") && refused.contains("not closed"),
+        "{refused}"
+    );
+    let long = format!("<b 0x{}>", "00".repeat(600));
+    let mut bad = serde_json::to_value(&second).unwrap();
+    bad["i1"] = Value::from(long.clone());
+    bad["i2"] = Value::from(long);
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let refused = fails(
+        url,
+        &["node", "profile", "nl-1", "--set", file.to_str().unwrap()],
+    );
+    assert!(
+        refused.contains("I1 to I5 have 2412 characters together"),
+        "{refused}"
+    );
+    assert_eq!(
+        profile_of(url, "nl-1").amneziawg,
+        Some(second.clone()),
+        "unchanged"
+    );
+
+    let mut chosen = AwgProfile::generate();
+    chosen.i1 = Some("<b 0x5a5a><rc 8><t>".parse().unwrap());
     std::fs::write(&file, serde_json::to_string(&chosen).unwrap()).unwrap();
     ok(
         url,
         &["node", "profile", "nl-1", "--set", file.to_str().unwrap()],
     );
     assert_eq!(profile_of(url, "nl-1").amneziawg, Some(chosen));
+    let shown = ok(url, &["node", "profile", "nl-1"]);
+    assert!(shown.contains("I1 = <b 0x5a5a><rc 8><t>\n"), "{shown}");
+    assert!(!shown.contains("I2"), "unset I* are not shown: {shown}");
+    let reissued = env
+        .service
+        .grant_device(1, &region("nl"), None)
+        .await
+        .unwrap();
+    let config = reissued.config.expose();
+    assert!(config.contains("\nI1 = <b 0x5a5a><rc 8><t>\n"), "{config}");
+    assert!(!config.contains("I2 ="), "{config}");
 
     let moved = fails(
         url,
@@ -173,7 +220,10 @@ async fn the_relay_publishes_the_interface_with_snapshots_and_profile_changes() 
     wait_published(&env.pool).await;
     let now = profile_of(url, "nl-1");
     assert_ne!(now, published);
-    assert_eq!(interface_in_redis(&redis.url(), "nl-1").await, Some(now));
+    assert_eq!(
+        interface_in_redis(&redis.url(), "nl-1").await,
+        Some(now.clone())
+    );
     let mut conn = connect(&redis.url()).await;
     let events = events(&mut conn, "nl").await;
     let set = events
@@ -183,13 +233,13 @@ async fn the_relay_publishes_the_interface_with_snapshots_and_profile_changes() 
                 revision,
                 interface,
                 ..
-            } => Some((*revision, *interface)),
+            } => Some((*revision, interface.clone())),
             _ => None,
         })
         .expect("an InterfaceSet on the stream");
     assert_eq!(
         set,
-        (2, now),
+        (2, now.clone()),
         "ordered after the grant, with the new profile"
     );
     let (revision, peers) = snapshot(&mut conn, "nl", "nl-1").await;
@@ -210,23 +260,38 @@ async fn the_relay_publishes_the_interface_with_snapshots_and_profile_changes() 
         .unwrap();
     let relay = start_relay(&env.pool, &redis.url());
     wait_for("the interface spec republished", LIMIT, || async {
-        interface_in_redis(&redis.url(), "nl-1").await == Some(now)
+        interface_in_redis(&redis.url(), "nl-1").await == Some(now.clone())
     })
     .await;
     relay.stop().await;
 }
 
 /// The bot sends a config as a QR code too: the largest config an AmneziaWG node can issue (every
-/// parameter at its longest: S3/S4 set, H1–H4 ten-digit ranges, a long endpoint, two DNS servers)
-/// still fits one code that decodes to exactly the file (the bot's `qr_png`, read back with rqrr
-/// as the bot conversation tests do).
+/// parameter at its longest: S3/S4 set, H1–H4 ten-digit ranges, all five I1–I5 set and together
+/// as long as a profile allows, a long endpoint, two DNS servers) still fits one code that
+/// decodes to exactly the file (the bot's `qr_png`, read back with rqrr as the bot conversation
+/// tests do). Raising `MAX_SPECIAL_JUNK_TEXT` past what a code holds fails here.
 #[test]
 fn the_largest_amneziawg_config_fits_a_qr_code() {
     use pvpn_common::client_config::{ClientConfig, Endpoint};
-    use pvpn_common::obfuscation::HeaderRange;
+    use pvpn_common::obfuscation::{HeaderRange, MAX_SPECIAL_JUNK_TEXT, SpecialJunk};
     use pvpn_common::{PresharedKey, PrivateKey};
 
     let range = |low: u32| HeaderRange::new(low, low + 99_999_999).unwrap();
+    // I1–I5 share the text limit: four short ones, and I1 a `<b>` taking up the rest (its
+    // length grows in steps of two hex digits, so pad with `<t>` when one character is left).
+    let short: SpecialJunk = "<rc 12><t>".parse().unwrap();
+    let mut rest = MAX_SPECIAL_JUNK_TEXT - 4 * short.as_str().len();
+    let mut i1 = String::new();
+    while rest >= 3 && (rest - "<b 0x>".len()) % 2 != 0 {
+        i1.push_str("<t>");
+        rest -= 3;
+    }
+    i1.push_str(&format!(
+        "<b 0x{}>",
+        "5a".repeat((rest - "<b 0x>".len()) / 2)
+    ));
+    let i1: SpecialJunk = i1.parse().expect("within one packet");
     let profile = AwgProfile {
         jc: 128,
         jmin: 1000,
@@ -239,8 +304,19 @@ fn the_largest_amneziawg_config_fits_a_qr_code() {
         h2: range(1_200_000_000),
         h3: range(1_400_000_000),
         h4: range(1_600_000_000),
+        i1: Some(i1),
+        i2: Some(short.clone()),
+        i3: Some(short.clone()),
+        i4: Some(short.clone()),
+        i5: Some(short),
     };
     profile.validate().unwrap();
+    let junk_text: usize = profile
+        .special_junk()
+        .iter()
+        .filter_map(|(_, j)| j.map(|j| j.as_str().len()))
+        .sum();
+    assert_eq!(junk_text, MAX_SPECIAL_JUNK_TEXT, "I1–I5 at their longest");
     let key = PrivateKey::generate();
     let psk = PresharedKey::generate();
     let endpoint: Endpoint = "vpn-node-amsterdam-01.example-provider.net:51820"
@@ -259,7 +335,7 @@ fn the_largest_amneziawg_config_fits_a_qr_code() {
     .render();
     let text = config.expose();
     assert!(
-        text.contains("S4 = 1248") && text.contains("H4 = "),
+        text.contains("S4 = 1248") && text.contains("H4 = ") && text.contains("I5 = <rc 12><t>"),
         "{text}"
     );
     let png = pvpn_backend::bot::config_file::qr_png(text).expect("fits a QR code");

@@ -17,7 +17,7 @@ use super::{Service, ServiceError, outbox};
 use crate::db;
 
 /// What the new profile is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum NewProfile {
     /// A fresh random profile ([`AwgProfile::generate`]).
     Regenerate,
@@ -63,6 +63,7 @@ impl Service {
             }
         };
         retry(|| async {
+            let profile = profile.clone();
             let mut conn = self.pool.acquire().await?;
             let mut tx = conn.begin().await?;
             let row = db::nodes::lock(&mut tx, name.as_str())
@@ -73,7 +74,7 @@ impl Service {
                     "node {name} speaks plain WireGuard: it has no obfuscation profile"
                 )));
             }
-            let interface = InterfaceSpec::amneziawg(profile);
+            let interface = InterfaceSpec::amneziawg(profile.clone());
             db::nodes::set_interface(&mut tx, name.as_str(), &interface).await?;
             let revision = outbox::interface_set(&mut tx, &row.region, name, interface).await?;
             db::audit::insert(
