@@ -24,19 +24,30 @@ packages=(
     # linux-headers-<guest kernel> for the AmneziaWG module: scripts/build-awg.sh installs the
     # version the guest image has.
 )
-missing=()
-for pkg in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+missing_packages() {
+    local pkg
+    for pkg in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
+    done
+}
+# Two passes: installing one package can remove another that was there (Debian's
+# qemu-system-x86 removes a backported qemu-utils it conflicts with, taking qemu-img along).
+updated=false
+for _ in 1 2; do
+    mapfile -t missing < <(missing_packages)
+    [ ${#missing[@]} -eq 0 ] && break
     log "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    $updated || { apt-get update -qq; updated=true; }
     # Without --no-install-recommends, wireguard-tools pulls in a kernel image.
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-    log "packages already installed"
+done
+mapfile -t missing < <(missing_packages)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "scripts/setup.sh: still missing after installing: ${missing[*]}" >&2
+    exit 1
 fi
+$updated || log "packages already installed"
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo is missing: install Rust 1.95 (https://rustup.rs) and run this again." >&2
