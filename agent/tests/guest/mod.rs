@@ -84,7 +84,7 @@ impl GuestNode {
     /// A booted guest with the AmneziaWG module loaded and `awg`/`awg-quick` installed, whose
     /// interfaces are AmneziaWG ones; its agent reaches Redis over TLS.
     pub fn boot_amneziawg() -> Result<Self> {
-        let build = amneziawg_build()?;
+        let build = pvpn_testkit::vm::amneziawg_build()?;
         let mut node = Self::boot()?;
         for (file, dest, mode) in [
             ("amneziawg.ko", "/lib/modules/amneziawg.ko", 0o644),
@@ -344,28 +344,6 @@ impl Drop for GuestAgent<'_> {
                 .run(&format!("systemctl stop {}", self.unit), COMMAND);
         }
     }
-}
-
-/// Runs `scripts/build-awg.sh` (cached: builds only when its inputs changed) and returns the
-/// directory holding `amneziawg.ko` for the guest kernel, `awg` and `awg-quick`.
-pub fn amneziawg_build() -> Result<std::path::PathBuf> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-awg.sh");
-    let out = std::process::Command::new(&script)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}); its messages are above",
-            script.display(),
-            out.status
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Ok(std::path::PathBuf::from(
-        stdout.lines().last().unwrap_or_default().trim(),
-    ))
 }
 
 /// Sets `relay`'s snapshot to `peers` at the next revision, without stream entries (what a

@@ -6,6 +6,8 @@
 //! - [`GuestNetwork`]: a network namespace with a bridge on a random /24 of 198.18.128.0/17; the
 //!   bridge address is the host side guests reach (services a test starts there, such as
 //!   [`crate::redis_server::RedisServer::start_in_netns`]).
+//! - [`cached_build`]: the other things built once per machine for the guests, such as
+//!   AmneziaWG ([`amneziawg_build`]) and the fleet test's apt repository.
 //! - [`DebianGuest`]: one QEMU (TCG) process booting the image through a per-test qcow2 overlay,
 //!   on a tap device of the bridge, reached over SSH with a per-run key; commands run with
 //!   timeouts and exit codes, files are copied in, and the serial console log is kept and shown
@@ -75,8 +77,26 @@ fn build() -> Result<PathBuf> {
             bail!("{tool} is missing: the QEMU guest fixture needs it (run scripts/setup.sh)");
         }
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-guest-image.sh");
-    // The script's progress goes to our stderr (shown for failing tests); stdout is the path.
+    cached_build(
+        "build-guest-image.sh",
+        &["vmlinuz", "initrd.img", "rootfs.img"],
+    )
+}
+
+/// AmneziaWG for the guests (`scripts/build-awg.sh`): the directory holding `amneziawg.ko` for
+/// the guest image's kernel, `awg` and `awg-quick`.
+pub fn amneziawg_build() -> Result<PathBuf> {
+    cached_build("build-awg.sh", &["amneziawg.ko", "awg", "awg-quick"])
+}
+
+/// Runs `scripts/<script>`, one of the scripts that build something once per machine and set of
+/// inputs under `/var/cache/pvpn-test/` and print its directory last, and returns that
+/// directory, checked to hold `expected`. The script's progress goes to our stderr (shown for a
+/// failing test).
+pub fn cached_build(script: &str, expected: &[&str]) -> Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(script);
     let out = Command::new(&script)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
@@ -84,17 +104,17 @@ fn build() -> Result<PathBuf> {
         .map_err(|e| anyhow!("running {}: {e}", script.display()))?;
     if !out.status.success() {
         bail!(
-            "{} failed ({}): the Debian guest image could not be built (its messages are above)",
+            "{} failed ({}); its messages are above",
             script.display(),
             out.status
         );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-    for file in ["vmlinuz", "initrd.img", "rootfs.img"] {
-        if !dir.join(file).is_file() {
+    for file in expected {
+        if !dir.join(file).exists() {
             bail!(
-                "{} printed {}, which has no {file}",
+                "{} printed {:?}, which has no {file}",
                 script.display(),
                 dir.display()
             );
