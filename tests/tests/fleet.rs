@@ -1,13 +1,17 @@
 //! A real fleet, provisioned the way an operator does it, carrying a user's traffic.
 //!
 //! Debian guests under QEMU with systemd — the backend host and one VPN node in each of two
-//! regions, and a fourth, booted with them, that becomes a second node of region A on day two —
-//! are provisioned by `ansible/site.yml` over SSH from an inventory the test writes. The guests reach
+//! regions (aa-1 plain WireGuard, bb-1 AmneziaWG), and a fourth, booted with them, that becomes a
+//! second node of region A on day two — are provisioned by `ansible/site.yml` over SSH from an
+//! inventory the test writes (bb-1 gets the AmneziaWG module built by DKMS on the booted host). The guests reach
 //! nothing but the test's namespace: a local apt repository for the roles' apt tasks, the local
 //! Bot API server for the bot, and "the internet" behind the nodes (a resolver and a service that
 //! answers with the address it sees). A scripted Telegram user gets one config per region; each
-//! is brought up in a client namespace, pings its node and reaches the internet host by name
-//! through the node's forwarding and NAT. Redis on the backend host answers TLS only, and the
+//! is brought up on a device of its own (see `pvpn_tests::fleet::devices`: the AmneziaWG one
+//! with `awg` inside a guest, as only guests have the module), pings its node and reaches the
+//! internet host by name through the node's forwarding and NAT. On bb-1, the profile
+//! `pvpnctl node profile` shows is the one on the interface, the bot marks the region as
+//! obfuscated, and a plain WireGuard client with the same keys gets no handshake. Redis on the backend host answers TLS only, and the
 //! agents reach it that way. Then day two: a second run changes nothing, a node reboots, one
 //! `site.yml` run ships a new agent (restarted without dropping a peer) and adds a node, the
 //! backend is killed and comes back, and `pvpnctl status` agrees with all of it.
@@ -17,17 +21,19 @@
 //! One guest fleet serves every check, one after another; the time each stage took is printed
 //! at the end (and each playbook run's slowest tasks). Needs root.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use pvpn_common::PublicKey;
 use pvpn_common::client_config::ParsedConfig;
+use pvpn_common::obfuscation::Protocol;
 use pvpn_testkit::netns::DumpPeer;
-use pvpn_testkit::vm::DebianGuest;
 use pvpn_tests::fleet::ansible::PlaybookRun;
-use pvpn_tests::fleet::outside::{ClientNet, INTERNET_HOST, SERVICE_NAME};
+use pvpn_tests::fleet::devices::Device;
+use pvpn_tests::fleet::outside::{ClientNet, INTERNET_HOST, SERVICE_NAME, dns_servers};
 use pvpn_tests::fleet::units::{UnitState, expect_hardened, expect_running, unit_state};
-use pvpn_tests::fleet::{COMMAND, Fleet, node_options, ship_agent_release};
+use pvpn_tests::fleet::{COMMAND, Fleet, Node, node_options, ship_agent_release};
 use pvpn_tests::stack::wait_until;
 use pvpn_tests::tunnel::{ClientTunnel, answers_ping};
 use pvpn_tests::user::BotUser;
@@ -37,11 +43,6 @@ const BACKEND_UNITS: [&str; 4] = [
     "postgresql@15-main.service",
     "redis-server.service",
     "pvpn-backend.service",
-    "nftables.service",
-];
-const NODE_UNITS: [&str; 3] = [
-    "wg-quick@wg0.service",
-    "pvpn-agent.service",
     "nftables.service",
 ];
 /// CAP_NET_ADMIN, the one capability the agent's unit grants.
@@ -105,9 +106,9 @@ async fn an_operator_provisions_a_fleet_that_carries_users_tunnels() -> Result<(
     timeline.stage("boot the backend host, aa-1, bb-1 and aa-2 (not in the inventory yet)");
     let mut fleet = block_in_place(|| {
         Fleet::boot(&[
-            ("aa-1", "aa", "198.19.1.0/24"),
-            ("bb-1", "bb", "198.19.2.0/24"),
-            ("aa-2", "aa", "198.19.3.0/24"),
+            ("aa-1", "aa", "198.19.1.0/24", Protocol::WireGuard),
+            ("bb-1", "bb", "198.19.2.0/24", Protocol::AmneziaWg),
+            ("aa-2", "aa", "198.19.3.0/24", Protocol::WireGuard),
         ])
     })
     .context("booting the fleet (the fleet test must run as root)")?;
@@ -129,7 +130,8 @@ fn journals(fleet: &Fleet) -> String {
         .map(|g| {
             let text = g
                 .run(
-                    "journalctl --no-pager -n 40 -u pvpn-backend -u pvpn-agent -u wg-quick@wg0",
+                    "journalctl --no-pager -n 40 -u pvpn-backend -u pvpn-agent -u wg-quick@wg0 \
+                     -u awg-quick@awg0",
                     COMMAND,
                 )
                 .map(|o| o.stdout)
@@ -142,9 +144,14 @@ fn journals(fleet: &Fleet) -> String {
 fn running_units(fleet: &Fleet) -> Result<Vec<UnitState>> {
     let mut states = expect_running(&fleet.backend, &BACKEND_UNITS)?;
     for node in fleet.nodes.values().filter(|n| n.provisioned) {
-        states.extend(expect_running(&node.guest, &NODE_UNITS)?);
+        states.extend(node_units_running(node)?);
     }
     Ok(states)
+}
+
+fn node_units_running(node: &Node) -> Result<Vec<UnitState>> {
+    let units = node.units();
+    expect_running(&node.guest, &units.each_ref().map(String::as_str))
 }
 
 fn endpoint_of(config: &str) -> Result<String> {
@@ -155,9 +162,13 @@ fn endpoint_of(config: &str) -> Result<String> {
         .to_string())
 }
 
-/// The node's view of the client's peer, from `wg show wg0 dump` in the guest.
-fn node_peer(guest: &DebianGuest, key: &PublicKey) -> Result<Option<DumpPeer>> {
-    let text = guest.run_ok("wg show wg0 dump", COMMAND)?;
+/// The node's view of the client's peer, from `wg show wg0 dump` (`awg show awg0 dump`) in the
+/// guest.
+fn node_peer(node: &Node, key: &PublicKey) -> Result<Option<DumpPeer>> {
+    let text = node.guest.run_ok(
+        &format!("{} show {} dump", node.tool(), node.interface()),
+        COMMAND,
+    )?;
     for line in text.lines().skip(1) {
         let peer = DumpPeer::parse(line)?;
         if &peer.public_key == key {
@@ -167,44 +178,38 @@ fn node_peer(guest: &DebianGuest, key: &PublicKey) -> Result<Option<DumpPeer>> {
     Ok(None)
 }
 
-/// A received config brought up in a fresh client namespace: it pings its node's tunnel
-/// address, and looks the service up with the config's resolver and reaches it through the
-/// node's NAT (the service sees the node's own address).
-async fn tunnel_through(
-    fleet: &Fleet,
-    node: &str,
-    link: u8,
-    config: &str,
-) -> Result<(ClientNet, ClientTunnel)> {
+/// A received config brought up on a fresh device: it pings its node's tunnel address, and looks
+/// the service up with the config's resolver and reaches it through the node's NAT (the service
+/// sees the node's own address).
+async fn tunnel_through(fleet: &Fleet, node: &str, link: u8, config: &str) -> Result<Device> {
     let node = fleet.node(node);
     ensure!(
         endpoint_of(config)? == node.endpoint(),
         "config for {}: {config}",
         node.name
     );
-    let client = ClientNet::create(&fleet.net, link)?;
-    let dns = client.use_dns_of(config)?;
+    let dns = dns_servers(config)?;
     ensure!(dns == [INTERNET_HOST], "the config names DNS {dns:?}");
-    let tunnel = ClientTunnel::up(&client.ns, config)?;
+    let device = block_in_place(|| fleet.device(&node.name, link, config))?;
     let what = format!("ping through the tunnel to {}", node.name);
     wait_until(&what, CONVERGE, || {
-        answers_ping(&client.ns, node.tunnel_address)
+        device.answers_ping(&fleet.backend, node.tunnel_address)
     })
     .await?;
     wait_until(
         "ping to the internet host through the node",
         CONVERGE,
-        || answers_ping(&client.ns, INTERNET_HOST),
+        || device.answers_ping(&fleet.backend, INTERNET_HOST),
     )
     .await?;
-    let (found, seen) = block_in_place(|| client.whoami(SERVICE_NAME))?;
+    let (found, seen) = block_in_place(|| device.whoami(&fleet.backend, SERVICE_NAME))?;
     ensure!(found == INTERNET_HOST, "{SERVICE_NAME} resolved to {found}");
     ensure!(
         seen == node.guest.addr(),
         "the internet host saw {seen}, not the node's address {} (no NAT?)",
         node.guest.addr()
     );
-    Ok((client, tunnel))
+    Ok(device)
 }
 
 async fn scenario(fleet: &mut Fleet, timeline: &mut Timeline) -> Result<()> {
@@ -237,9 +242,12 @@ async fn scenario(fleet: &mut Fleet, timeline: &mut Timeline) -> Result<()> {
     let api = fleet.bot_api.clone();
     let user = BotUser::new(&api, 7001, "Eve");
     let laptop = user.new_device("Atlantis", "laptop").await?;
-    let (client_a, tunnel_a) = tunnel_through(fleet, "aa-1", 21, &laptop.text).await?;
+    let laptop_device = tunnel_through(fleet, "aa-1", 21, &laptop.text).await?;
     let phone = user.new_device("Borealis", "phone").await?;
-    let (client_b, tunnel_b) = tunnel_through(fleet, "bb-1", 22, &phone.text).await?;
+    let phone_device = tunnel_through(fleet, "bb-1", 22, &phone.text).await?;
+
+    timeline.stage("bb-1 speaks AmneziaWG as provisioned and as the bot says");
+    amneziawg_node(fleet, &user, &phone.text).await?;
 
     timeline.stage("site.yml, second run, changes nothing");
     let second = block_in_place(|| fleet.run_site())?;
@@ -259,16 +267,17 @@ async fn scenario(fleet: &mut Fleet, timeline: &mut Timeline) -> Result<()> {
     );
 
     timeline.stage("node aa-1 reboots; its interface and agent come back, the client reconnects");
-    let laptop_key = tunnel_a.wg.public_key();
+    let laptop_key = laptop_device.public_key();
     block_in_place(|| -> Result<()> {
         let node = fleet.nodes.get_mut("aa-1").context("aa-1")?;
         node.guest.reboot(&node_options())
     })?;
-    let aa1 = &fleet.node("aa-1").guest;
+    let aa1 = fleet.node("aa-1");
     wait_until("aa-1's units after the reboot", CONVERGE, || {
-        Ok(NODE_UNITS
+        Ok(aa1
+            .units()
             .iter()
-            .all(|u| unit_state(aa1, u).is_ok_and(|s| s.active == "active")))
+            .all(|u| unit_state(&aa1.guest, u).is_ok_and(|s| s.active == "active")))
     })
     .await?;
     wait_until("the laptop's peer back on aa-1", CONVERGE, || {
@@ -279,24 +288,21 @@ async fn scenario(fleet: &mut Fleet, timeline: &mut Timeline) -> Result<()> {
     wait_until(
         "ping through the same tunnel after the reboot",
         CONVERGE,
-        || answers_ping(&client_a.ns, tunnel_addr),
+        || laptop_device.answers_ping(&fleet.backend, tunnel_addr),
     )
     .await?;
 
     timeline.stage("one site.yml run: a new pvpn-agent on aa-1 and bb-1, and aa-2 joins region A");
     upgrade_and_add_node(
         fleet,
-        &[
-            ("aa-1", &client_a, &tunnel_a),
-            ("bb-1", &client_b, &tunnel_b),
-        ],
+        &[("aa-1", &laptop_device), ("bb-1", &phone_device)],
         "aa-2",
     )
     .await?;
 
     timeline.stage("aa-2 takes the next device of region A");
     let tablet = user.new_device("Atlantis", "tablet").await?;
-    let (_client_c, _tunnel_c) = tunnel_through(fleet, "aa-2", 23, &tablet.text).await?;
+    let _tablet_device = tunnel_through(fleet, "aa-2", 23, &tablet.text).await?;
 
     timeline.stage("pvpn-backend killed; systemd restarts it and the bot answers");
     backend_comes_back(fleet, &user).await?;
@@ -323,6 +329,108 @@ async fn scenario(fleet: &mut Fleet, timeline: &mut Timeline) -> Result<()> {
         },
     )
     .await?;
+    Ok(())
+}
+
+/// The parameters AmneziaWG adds to a config's `[Interface]`.
+const AMNEZIAWG_KEYS: [&str; 16] = [
+    "Jc", "Jmin", "Jmax", "S1", "S2", "S3", "S4", "H1", "H2", "H3", "H4", "I1", "I2", "I3", "I4",
+    "I5",
+];
+
+fn is_amneziawg_line(line: &str) -> bool {
+    line.split_once('=')
+        .is_some_and(|(key, _)| AMNEZIAWG_KEYS.contains(&key.trim()))
+}
+
+/// bb-1, made an AmneziaWG node by the playbook: the profile `pvpnctl node profile` shows is on
+/// its interface (the agent sets it over netlink) and in the phone's config, the bot marks
+/// Borealis and only Borealis as obfuscated, and a plain WireGuard client with the phone's keys
+/// and endpoint gets no handshake (while the phone's AmneziaWG tunnel, up already, works).
+async fn amneziawg_node(fleet: &Fleet, user: &BotUser<'_>, phone_config: &str) -> Result<()> {
+    let node = fleet.node("bb-1");
+    let shown = block_in_place(|| fleet.pvpnctl("node profile bb-1"))?;
+    let profile: Vec<&str> = shown.lines().filter(|l| is_amneziawg_line(l)).collect();
+    // Jc, Jmin, Jmax, S1, S2, H1–H4 always; S3, S4 and I1–I5 where the profile sets them.
+    let has = |key: &str| {
+        profile
+            .iter()
+            .any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+    };
+    ensure!(
+        profile.len() == shown.lines().count()
+            && AMNEZIAWG_KEYS[..5].iter().all(|k| has(k))
+            && AMNEZIAWG_KEYS[7..11].iter().all(|k| has(k)),
+        "pvpnctl node profile bb-1 printed {shown:?}"
+    );
+    let on_interface = block_in_place(|| node.guest.run_ok("awg showconf awg0", COMMAND))?;
+    let set: BTreeMap<&str, &str> = on_interface
+        .lines()
+        .filter(|l| is_amneziawg_line(l))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    // `awg` shows every parameter the module has; one the profile leaves out is 0 or empty there.
+    let holds_profile = AMNEZIAWG_KEYS.iter().all(|key| {
+        let want = profile
+            .iter()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == *key)
+            .map(|(_, v)| v.trim());
+        match (want, set.get(key)) {
+            (Some(want), Some(have)) => want == *have,
+            (Some(_), None) => false,
+            (None, have) => have.is_none_or(|v| v.is_empty() || *v == "0"),
+        }
+    });
+    ensure!(
+        holds_profile,
+        "bb-1's awg0 has the parameters {set:?}, pvpnctl shows {profile:?}"
+    );
+    let in_config: Vec<&str> = phone_config
+        .lines()
+        .filter(|l| is_amneziawg_line(l))
+        .collect();
+    ensure!(
+        in_config == profile,
+        "the phone's config carries {in_config:?}, pvpnctl shows {profile:?}"
+    );
+
+    let menu = user.say("/start").await?;
+    let regions = user.press(&menu, "New device").await?;
+    let marked: Vec<String> = regions
+        .buttons()
+        .into_iter()
+        .map(|(label, _)| label)
+        .filter(|label| label.contains("Atlantis") || label.contains("Borealis"))
+        .collect();
+    ensure!(
+        marked.len() == 2
+            && marked
+                .iter()
+                .all(|label| label.contains('🛡') == label.contains("Borealis")),
+        "region buttons {marked:?}: only Borealis should carry 🛡"
+    );
+
+    let plain: String = phone_config
+        .lines()
+        .filter(|l| !is_amneziawg_line(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let net = ClientNet::create(&fleet.net, 24)?;
+    let tunnel = ClientTunnel::up(&net.ns, &plain)?;
+    // wireguard-go sends an initiation at the first packet and again every 5 s.
+    for _ in 0..12 {
+        ensure!(
+            !answers_ping(&net.ns, node.tunnel_address)?,
+            "a plain WireGuard client got through the AmneziaWG node"
+        );
+    }
+    let handshake = tunnel.latest_handshake()?;
+    ensure!(
+        handshake == 0,
+        "a plain WireGuard client completed a handshake with bb-1 ({handshake})"
+    );
     Ok(())
 }
 
@@ -436,33 +544,18 @@ fn wait_until_blocking(what: &str, mut check: impl FnMut() -> Result<bool>) -> R
 /// provisioned in the same run.
 async fn upgrade_and_add_node(
     fleet: &mut Fleet,
-    clients: &[(&str, &ClientNet, &ClientTunnel)],
+    clients: &[(&str, &Device)],
     new_node: &str,
 ) -> Result<()> {
     let mut before = Vec::new();
-    for (node, client, tunnel) in clients {
-        let guest = &fleet.node(node).guest;
+    for (name, device) in clients {
+        let node = fleet.node(name);
         // Traffic first, so that a peer removed and re-added would show in its counters.
-        let out = client.ns.exec(
-            "ping",
-            &[
-                "-q",
-                "-c",
-                "20",
-                "-i",
-                "0.2",
-                "-s",
-                "1200",
-                &fleet.node(node).tunnel_address.to_string(),
-            ],
-        )?;
-        ensure!(
-            out.status.success(),
-            "traffic through {node} before the upgrade"
-        );
-        let peer = block_in_place(|| node_peer(guest, &tunnel.wg.public_key()))?
-            .with_context(|| format!("the client's peer on {node}"))?;
-        let agent = block_in_place(|| unit_state(guest, "pvpn-agent.service"))?;
+        block_in_place(|| device.send_traffic(&fleet.backend, node.tunnel_address))
+            .with_context(|| format!("traffic through {name} before the upgrade"))?;
+        let peer = block_in_place(|| node_peer(node, &device.public_key()))?
+            .with_context(|| format!("the client's peer on {name}"))?;
+        let agent = block_in_place(|| unit_state(&node.guest, "pvpn-agent.service"))?;
         before.push((peer, agent));
     }
     let backend_before = block_in_place(|| unit_state(&fleet.backend, "pvpn-backend.service"))?;
@@ -487,7 +580,7 @@ async fn upgrade_and_add_node(
         backend_after.invocation == backend_before.invocation,
         "an agent release restarted pvpn-backend: {backend_before:?} → {backend_after:?}"
     );
-    for ((node, client, tunnel), (peer0, agent0)) in clients.iter().zip(before) {
+    for ((node, device), (peer0, agent0)) in clients.iter().zip(before) {
         let guest = &fleet.node(node).guest;
         let agent = block_in_place(|| unit_state(guest, "pvpn-agent.service"))?;
         ensure!(
@@ -501,7 +594,7 @@ async fn upgrade_and_add_node(
             running.starts_with(&new_agent),
             "{node} runs {running}, not {new_agent}"
         );
-        let peer = block_in_place(|| node_peer(guest, &tunnel.wg.public_key()))?
+        let peer = block_in_place(|| node_peer(fleet.node(node), &device.public_key()))?
             .with_context(|| format!("the client's peer vanished from {node}"))?;
         ensure!(
             peer.rx_bytes >= peer0.rx_bytes
@@ -510,14 +603,14 @@ async fn upgrade_and_add_node(
             "{node} dropped the client's session in the upgrade: {peer0:?} → {peer:?}"
         );
         ensure!(
-            answers_ping(&client.ns, fleet.node(node).tunnel_address)?,
+            block_in_place(|| device.answers_ping(&fleet.backend, fleet.node(node).tunnel_address))?,
             "no ping through {node} after the upgrade"
         );
     }
     block_in_place(|| -> Result<()> {
-        let guest = &fleet.node(new_node).guest;
-        expect_running(guest, &NODE_UNITS)?;
-        expect_hardened(guest, "pvpn-agent.service", CAP_NET_ADMIN)?;
+        let node = fleet.node(new_node);
+        node_units_running(node)?;
+        expect_hardened(&node.guest, "pvpn-agent.service", CAP_NET_ADMIN)?;
         agent_reaches_redis_by_tls(fleet, new_node)
     })?;
     Ok(())

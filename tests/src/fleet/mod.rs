@@ -1,5 +1,6 @@
 //! A real fleet for the fleet test (`tests/tests/fleet.rs`): Debian guests under QEMU with
-//! systemd — a backend host and VPN nodes in two regions — provisioned by `ansible/site.yml`
+//! systemd — a backend host and VPN nodes in two regions, WireGuard or AmneziaWG — provisioned
+//! by `ansible/site.yml`
 //! over SSH exactly as an operator runs it, with everything the guests reach served inside the
 //! test's own namespace: a local apt repository (`scripts/build-fleet-repo.sh`), the local Bot
 //! API server, and [`outside::Internet`] behind the nodes.
@@ -7,10 +8,12 @@
 //! # Layout
 //!
 //! - [`ansible`]: the inventory and `ansible-playbook` runs with their PLAY RECAP.
+//! - [`devices`]: a user's devices, each with a received config's tunnel up.
 //! - [`outside`]: "the internet" (a resolver and a whoami service) and client namespaces.
 //! - [`units`]: systemd units in a guest: active, restarts, hardening in force.
 
 pub mod ansible;
+pub mod devices;
 pub mod outside;
 pub mod units;
 
@@ -22,14 +25,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use pvpn_common::obfuscation::Protocol;
 use pvpn_testkit::botapi::BotApiServer;
 use pvpn_testkit::vm::{DebianGuest, GuestNetwork, GuestOptions};
 use serde_json::{Value, json};
 
 use crate::binaries::Binaries;
 use crate::process::ChildProcess;
+use crate::tunnel::ClientTunnel;
 use ansible::{Ansible, PlaybookRun};
-use outside::{INTERNET_HOST, Internet};
+use devices::{AwgDevice, Device};
+use outside::{ClientNet, INTERNET_HOST, Internet};
 
 /// The regions of the fleet: code and the name users pick.
 pub const REGIONS: [(&str, &str); 2] = [("aa", "Atlantis"), ("bb", "Borealis")];
@@ -46,22 +52,57 @@ pub struct Node {
     /// Its client subnet; the node's own tunnel address is the first host.
     pub subnet: String,
     pub tunnel_address: Ipv4Addr,
+    pub protocol: Protocol,
     pub guest: DebianGuest,
     /// Whether the inventory lists it yet (a node is added on day two).
     pub provisioned: bool,
 }
 
+/// A node to boot: name, region code, client subnet and protocol.
+pub type NodePlan<'a> = (&'a str, &'a str, &'a str, Protocol);
+
 impl Node {
-    fn new(name: &str, region: &str, subnet: &str, guest: DebianGuest) -> Result<Self> {
+    fn new(plan: &NodePlan<'_>, guest: DebianGuest) -> Result<Self> {
+        let (name, region, subnet, protocol) = *plan;
         let net: ipnet::Ipv4Net = subnet.parse()?;
         Ok(Self {
             name: name.to_string(),
             region: region.to_string(),
             subnet: subnet.to_string(),
             tunnel_address: Ipv4Addr::from(u32::from(net.network()) + 1),
+            protocol,
             guest,
             provisioned: false,
         })
+    }
+
+    /// The interface the roles give the node (`pvpn_wg_interface`'s default).
+    pub fn interface(&self) -> &'static str {
+        match self.protocol {
+            Protocol::WireGuard => "wg0",
+            Protocol::AmneziaWg => "awg0",
+        }
+    }
+
+    /// The command-line tool of the node's interface.
+    pub fn tool(&self) -> &'static str {
+        match self.protocol {
+            Protocol::WireGuard => "wg",
+            Protocol::AmneziaWg => "awg",
+        }
+    }
+
+    /// The units a provisioned node runs: its interface's, the agent and the firewall.
+    pub fn units(&self) -> [String; 3] {
+        let quick = match self.protocol {
+            Protocol::WireGuard => "wg-quick",
+            Protocol::AmneziaWg => "awg-quick",
+        };
+        [
+            format!("{quick}@{}.service", self.interface()),
+            "pvpn-agent.service".to_string(),
+            "nftables.service".to_string(),
+        ]
     }
 
     pub fn endpoint(&self) -> String {
@@ -164,29 +205,14 @@ pub fn ship_agent_release(current: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds (or finds cached) the fleet's apt repository.
-fn fleet_repo() -> Result<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-fleet-repo.sh");
-    let out = Command::new(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!("{} failed (its messages are above)", script.display());
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Ok(PathBuf::from(
-        stdout.lines().last().unwrap_or_default().trim(),
-    ))
-}
-
 impl Fleet {
-    /// Boots the backend host and the nodes `(name, region, subnet)` in parallel, points their
+    /// Boots the backend host and the nodes `(name, region, subnet, protocol)` in parallel, points their
     /// apt at the local repository, and starts what they reach. Nothing is provisioned yet, and
     /// no node is in the inventory until [`Fleet::add_to_inventory`] (a node booted now can
     /// join on day two without a boot of its own then).
-    pub fn boot(nodes: &[(&str, &str, &str)]) -> Result<Self> {
-        let repo = fleet_repo()?;
+    pub fn boot(nodes: &[NodePlan<'_>]) -> Result<Self> {
+        // The fleet's apt repository (built once per machine and set of inputs).
+        let repo = pvpn_testkit::vm::cached_build("build-fleet-repo.sh", &["Packages"])?;
         let net = GuestNetwork::create()?;
         let work =
             std::env::temp_dir().join(format!("pvpn-fleet-{}", pvpn_testkit::unique_suffix()));
@@ -248,14 +274,14 @@ impl Fleet {
         });
         let backend = backend.context("booting the backend host")?;
         let mut fleet_nodes = BTreeMap::new();
-        for ((name, region, subnet), guest) in nodes.iter().zip(guests) {
-            let guest = guest.with_context(|| format!("booting {name}"))?;
-            fleet_nodes.insert(name.to_string(), Node::new(name, region, subnet, guest)?);
+        for (plan, guest) in nodes.iter().zip(guests) {
+            let guest = guest.with_context(|| format!("booting {}", plan.0))?;
+            fleet_nodes.insert(plan.0.to_string(), Node::new(plan, guest)?);
         }
         shipped?;
         let redis_passwords = nodes
             .iter()
-            .map(|(n, _, _)| (n.to_string(), secret()))
+            .map(|(n, ..)| (n.to_string(), secret()))
             .collect();
         Ok(Self {
             backend,
@@ -309,6 +335,9 @@ impl Fleet {
                 .map(|n| {
                     let mut vars = Self::ssh_vars(&n.guest);
                     vars["pvpn_node_subnet"] = json!(n.subnet);
+                    if n.protocol == Protocol::AmneziaWg {
+                        vars["pvpn_protocol"] = json!("amneziawg");
+                    }
                     (n.name.clone(), vars)
                 })
                 .collect();
@@ -367,6 +396,30 @@ impl Fleet {
     pub fn run_playbook(&mut self, playbook: &str) -> Result<PlaybookRun> {
         self.ansible.write_inventory(&self.inventory())?;
         self.ansible.run(self.net.netns(), playbook, &[])
+    }
+
+    /// A user's device with `config` (from the bot, for `node`) brought up: a WireGuard one in
+    /// a client namespace on the host linked by `198.18.<link>.0/24`, an AmneziaWG one in a
+    /// namespace inside the backend host's guest (see [`devices`]).
+    pub fn device(&self, node: &str, link: u8, config: &str) -> Result<Device> {
+        match self.node(node).protocol {
+            Protocol::WireGuard => {
+                let net = ClientNet::create(&self.net, link)?;
+                net.use_dns_of(config)?;
+                let tunnel = ClientTunnel::up(&net.ns, config)?;
+                Ok(Device::Host { tunnel, net })
+            }
+            Protocol::AmneziaWg => {
+                let ns = format!("awgc{link}");
+                let addr = self.net.spare_addr()?;
+                Ok(Device::InGuest(AwgDevice::up(
+                    &self.backend,
+                    &ns,
+                    addr,
+                    config,
+                )?))
+            }
+        }
     }
 
     /// `pvpnctl <args>` on the backend host, through the wrapper the backend role installs.

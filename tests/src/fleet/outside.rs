@@ -37,8 +37,8 @@ while True:
 ";
 
 /// Resolves `argv[1]` with the system resolver, connects to the address found on port
-/// `argv[2]`, and prints `<address> <what the service said>`.
-const CLIENT: &str = "import socket, sys
+/// `argv[2]`, and prints `<address> <what the service said>` (read by [`parse_whoami`]).
+pub const WHOAMI_CLIENT: &str = "import socket, sys
 addr = socket.getaddrinfo(sys.argv[1], None, socket.AF_INET)[0][4][0]
 c = socket.create_connection((addr, int(sys.argv[2])), timeout=5)
 print(addr, c.recv(100).decode().strip())
@@ -143,30 +143,19 @@ impl ClientNet {
     /// Uses the `DNS` servers of `config` (a `wg-quick` file) for name lookups in this
     /// namespace: `ip netns exec` mounts `/etc/netns/<ns>/resolv.conf` over `/etc/resolv.conf`.
     pub fn use_dns_of(&self, config: &str) -> Result<Vec<Ipv4Addr>> {
-        let parsed =
-            pvpn_common::client_config::ParsedConfig::parse(config).map_err(anyhow::Error::msg)?;
-        let servers: Vec<Ipv4Addr> = parsed
-            .interface_value("DNS")
-            .context("the config names no DNS server")?
-            .split(',')
-            .map(|s| s.trim().parse())
-            .collect::<Result<_, _>>()
-            .context("a DNS entry of the config is not an IPv4 address")?;
-        let text: String = servers
-            .iter()
-            .map(|s| format!("nameserver {s}\n"))
-            .collect();
+        let servers = dns_servers(config)?;
         std::fs::create_dir_all(&self.resolv_dir)?;
-        std::fs::write(self.resolv_dir.join("resolv.conf"), text)?;
+        std::fs::write(self.resolv_dir.join("resolv.conf"), resolv_conf(&servers))?;
         Ok(servers)
     }
 
     /// Looks `name` up with the namespace's resolver and asks the service at the address found
     /// who is calling: returns (the address found, the client address the service saw).
     pub fn whoami(&self, name: &str) -> Result<(Ipv4Addr, Ipv4Addr)> {
-        let out = self
-            .ns
-            .exec(PYTHON, &["-c", CLIENT, name, &WHOAMI_PORT.to_string()])?;
+        let out = self.ns.exec(
+            PYTHON,
+            &["-c", WHOAMI_CLIENT, name, &WHOAMI_PORT.to_string()],
+        )?;
         if !out.status.success() {
             bail!(
                 "looking up {name} and asking it from {}: {}",
@@ -174,13 +163,39 @@ impl ClientNet {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut words = text.split_whitespace();
-        let (Some(found), Some(seen)) = (words.next(), words.next()) else {
-            bail!("unexpected answer from the whoami client: {text:?}");
-        };
-        Ok((found.parse()?, seen.parse()?))
+        parse_whoami(&String::from_utf8_lossy(&out.stdout))
     }
+}
+
+/// The `DNS` servers a client config (a `wg-quick` file) names.
+pub fn dns_servers(config: &str) -> Result<Vec<Ipv4Addr>> {
+    let parsed =
+        pvpn_common::client_config::ParsedConfig::parse(config).map_err(anyhow::Error::msg)?;
+    parsed
+        .interface_value("DNS")
+        .context("the config names no DNS server")?
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()
+        .context("a DNS entry of the config is not an IPv4 address")
+}
+
+/// A `resolv.conf` naming `servers`, as `wg-quick` (through resolvconf) sets it.
+pub fn resolv_conf(servers: &[Ipv4Addr]) -> String {
+    servers
+        .iter()
+        .map(|s| format!("nameserver {s}\n"))
+        .collect()
+}
+
+/// [`WHOAMI_CLIENT`]'s output: (the address the name resolved to, the client address the
+/// service saw).
+pub fn parse_whoami(text: &str) -> Result<(Ipv4Addr, Ipv4Addr)> {
+    let mut words = text.split_whitespace();
+    let (Some(found), Some(seen)) = (words.next(), words.next()) else {
+        bail!("unexpected answer from the whoami client: {text:?}");
+    };
+    Ok((found.parse()?, seen.parse()?))
 }
 
 impl Drop for ClientNet {

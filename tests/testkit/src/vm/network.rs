@@ -50,17 +50,24 @@ impl GuestNetwork {
         Ipv4Addr::new(198, 18, self.subnet, 1)
     }
 
-    /// The next free guest address and a tap device for it, attached to the bridge.
-    pub(crate) fn add_tap(&self) -> Result<(Ipv4Addr, String)> {
+    /// An address on the bridge that no guest will take: for a second host inside a guest (a
+    /// namespace on a macvlan of the guest's `eth0`), such as a user's device.
+    pub fn spare_addr(&self) -> Result<Ipv4Addr> {
         let host = self.next_host.fetch_add(1, Ordering::SeqCst);
         if host >= 250 {
             bail!("no guest address left in 198.18.{}.0/24", self.subnet);
         }
-        let tap = format!("tap{host}");
+        Ok(Ipv4Addr::new(198, 18, self.subnet, host))
+    }
+
+    /// The next free guest address and a tap device for it, attached to the bridge.
+    pub(crate) fn add_tap(&self) -> Result<(Ipv4Addr, String)> {
+        let addr = self.spare_addr()?;
+        let tap = format!("tap{}", addr.octets()[3]);
         self.netns.ip(&["tuntap", "add", &tap, "mode", "tap"])?;
         self.netns
             .ip(&["link", "set", &tap, "master", BRIDGE, "up"])?;
-        Ok((Ipv4Addr::new(198, 18, self.subnet, host), tap))
+        Ok((addr, tap))
     }
 
     pub(crate) fn remove_tap(&self, tap: &str) {
