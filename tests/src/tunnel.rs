@@ -10,18 +10,17 @@ use pvpn_common::client_config::ParsedConfig;
 use pvpn_common::{PrivateKey, PublicKey};
 use pvpn_testkit::netns::{Netns, WgInterface};
 
-/// A client interface holding one received config.
-pub struct ClientTunnel {
-    pub wg: WgInterface,
-    /// The client's address inside the tunnel, from the config.
+/// What a client takes from a received config to bring its tunnel up.
+pub struct ClientSide {
+    pub private_key: PrivateKey,
+    /// The client's address inside the tunnel (the first of `Address`).
     pub address: String,
-    /// The node's public key, from the config.
+    /// The node's public key.
     pub server_key: PublicKey,
 }
 
-impl ClientTunnel {
-    /// Brings `config` up in `ns` under a fresh interface name.
-    pub fn up(ns: &Netns, config: &str) -> Result<Self> {
+impl ClientSide {
+    pub fn of(config: &str) -> Result<Self> {
         let parsed = ParsedConfig::parse(config).map_err(anyhow::Error::msg)?;
         let private_key: PrivateKey = parsed
             .interface_value("PrivateKey")
@@ -39,6 +38,31 @@ impl ClientTunnel {
             .peer_value("PublicKey")
             .context("config without a [Peer] PublicKey")?
             .parse()?;
+        Ok(Self {
+            private_key,
+            address,
+            server_key,
+        })
+    }
+}
+
+/// A client interface holding one received config.
+pub struct ClientTunnel {
+    pub wg: WgInterface,
+    /// The client's address inside the tunnel, from the config.
+    pub address: String,
+    /// The node's public key, from the config.
+    pub server_key: PublicKey,
+}
+
+impl ClientTunnel {
+    /// Brings `config` up in `ns` under a fresh interface name.
+    pub fn up(ns: &Netns, config: &str) -> Result<Self> {
+        let ClientSide {
+            private_key,
+            address,
+            server_key,
+        } = ClientSide::of(config)?;
         let name = WgInterface::unique_name("c")?;
         // Listen port 0: the kernel picks one, as on a phone.
         let wg = WgInterface::start(ns, &name, &private_key, 0, &address)?;

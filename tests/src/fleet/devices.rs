@@ -10,15 +10,14 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, bail, ensure};
-use pvpn_common::client_config::ParsedConfig;
-use pvpn_common::{PrivateKey, PublicKey};
+use pvpn_common::PublicKey;
 use pvpn_testkit::vm::DebianGuest;
 
 use super::COMMAND;
 use super::outside::{
     ClientNet, WHOAMI_CLIENT, WHOAMI_PORT, dns_servers, parse_whoami, resolv_conf,
 };
-use crate::tunnel::{ClientTunnel, answers_ping};
+use crate::tunnel::{ClientSide, ClientTunnel, answers_ping};
 
 /// Where the AmneziaWG module and tools go in the guest.
 const AWG_FILES: [(&str, &str, u32); 3] = [
@@ -114,19 +113,11 @@ impl AwgDevice {
     /// Brings `config` up in a new namespace `ns` of `guest`, on a macvlan with the bridge
     /// address `addr`; loads the module and installs the tools into the guest first if needed.
     pub fn up(guest: &DebianGuest, ns: &str, addr: Ipv4Addr, config: &str) -> Result<Self> {
-        let parsed = ParsedConfig::parse(config).map_err(anyhow::Error::msg)?;
-        let private_key: PrivateKey = parsed
-            .interface_value("PrivateKey")
-            .context("config without PrivateKey")?
-            .parse()?;
-        let tunnel_addr = parsed
-            .interface_value("Address")
-            .context("config without Address")?
-            .split(',')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
+        let ClientSide {
+            private_key,
+            address: tunnel_addr,
+            ..
+        } = ClientSide::of(config)?;
         let dns = dns_servers(config)?;
         install_amneziawg(guest)?;
         guest.write_file(&format!("/root/{ns}.conf"), config.as_bytes(), 0o600)?;
