@@ -84,20 +84,8 @@ impl GuestNode {
     /// A booted guest with the AmneziaWG module loaded and `awg`/`awg-quick` installed, whose
     /// interfaces are AmneziaWG ones; its agent reaches Redis over TLS.
     pub fn boot_amneziawg() -> Result<Self> {
-        let build = pvpn_testkit::vm::amneziawg_build()?;
         let mut node = Self::boot()?;
-        for (file, dest, mode) in [
-            ("amneziawg.ko", "/lib/modules/amneziawg.ko", 0o644),
-            ("awg", "/usr/local/bin/awg", 0o755),
-            ("awg-quick", "/usr/local/bin/awg-quick", 0o755),
-        ] {
-            node.guest.copy_in(&build.join(file), dest, mode)?;
-        }
-        // Its dependencies (crypto, udp_tunnel) are the in-tree WireGuard module's.
-        node.guest.run_ok(
-            "modprobe wireguard && insmod /lib/modules/amneziawg.ko",
-            COMMAND,
-        )?;
+        pvpn_testkit::vm::install_amneziawg(&node.guest)?;
         node.protocol = Protocol::AmneziaWg;
         Ok(node)
     }

@@ -19,12 +19,6 @@ use super::outside::{
 };
 use crate::tunnel::{ClientSide, ClientTunnel, answers_ping};
 
-/// Where the AmneziaWG module and tools go in the guest.
-const AWG_FILES: [(&str, &str, u32); 3] = [
-    ("amneziawg.ko", "/lib/modules/amneziawg.ko", 0o644),
-    ("awg", "/usr/local/bin/awg", 0o755),
-    ("awg-quick", "/usr/local/bin/awg-quick", 0o755),
-];
 const WHOAMI_SCRIPT: &str = "/root/whoami-client.py";
 
 /// A device holding one received config, with its tunnel up.
@@ -154,26 +148,9 @@ impl AwgDevice {
     }
 }
 
-/// The `amneziawg` module loaded in `guest` and `awg`/`awg-quick` installed, from
-/// `scripts/build-awg.sh` (built for the guest image's kernel), and the whoami client script.
+/// The `amneziawg` module loaded in `guest` and `awg`/`awg-quick` installed, and the whoami
+/// client script.
 fn install_amneziawg(guest: &DebianGuest) -> Result<()> {
-    if guest
-        .run("test -d /sys/module/amneziawg", COMMAND)?
-        .success()
-    {
-        return Ok(());
-    }
-    let build = pvpn_testkit::vm::amneziawg_build()?;
-    for (file, dest, mode) in AWG_FILES {
-        guest.copy_in(&build.join(file), dest, mode)?;
-    }
-    guest.write_file(WHOAMI_SCRIPT, WHOAMI_CLIENT.as_bytes(), 0o644)?;
-    // Its dependencies (udp_tunnel, the crypto) are the in-tree WireGuard module's.
-    guest
-        .run_ok(
-            "modprobe wireguard && insmod /lib/modules/amneziawg.ko",
-            COMMAND,
-        )
-        .context("loading the amneziawg module in the guest")?;
-    Ok(())
+    pvpn_testkit::vm::install_amneziawg(guest)?;
+    guest.write_file(WHOAMI_SCRIPT, WHOAMI_CLIENT.as_bytes(), 0o644)
 }

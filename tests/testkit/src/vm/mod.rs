@@ -7,7 +7,8 @@
 //!   bridge address is the host side guests reach (services a test starts there, such as
 //!   [`crate::redis_server::RedisServer::start_in_netns`]).
 //! - [`cached_build`]: the other things built once per machine for the guests, such as
-//!   AmneziaWG ([`amneziawg_build`]) and the fleet test's apt repository.
+//!   AmneziaWG ([`amneziawg_build`], put into a guest by [`install_amneziawg`]) and the fleet
+//!   test's apt repository.
 //! - [`DebianGuest`]: one QEMU (TCG) process booting the image through a per-test qcow2 overlay,
 //!   on a tap device of the bridge, reached over SSH with a per-run key; commands run with
 //!   timeouts and exit codes, files are copied in, and the serial console log is kept and shown
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 /// The programs the fixture runs on the host.
 const HOST_TOOLS: [&str; 5] = ["qemu-system-x86_64", "qemu-img", "ssh", "ssh-keygen", "ip"];
@@ -87,6 +88,35 @@ fn build() -> Result<PathBuf> {
 /// the guest image's kernel, `awg` and `awg-quick`.
 pub fn amneziawg_build() -> Result<PathBuf> {
     cached_build("build-awg.sh", &["amneziawg.ko", "awg", "awg-quick"])
+}
+
+/// Loads the `amneziawg` module into `guest` and installs `awg` and `awg-quick`, from
+/// [`amneziawg_build`] (built for the guest image's kernel); does nothing where the module is
+/// loaded already.
+pub fn install_amneziawg(guest: &DebianGuest) -> Result<()> {
+    const COMMAND: std::time::Duration = std::time::Duration::from_secs(120);
+    if guest
+        .run("test -d /sys/module/amneziawg", COMMAND)?
+        .success()
+    {
+        return Ok(());
+    }
+    let build = amneziawg_build()?;
+    for (file, dest, mode) in [
+        ("amneziawg.ko", "/lib/modules/amneziawg.ko", 0o644),
+        ("awg", "/usr/local/bin/awg", 0o755),
+        ("awg-quick", "/usr/local/bin/awg-quick", 0o755),
+    ] {
+        guest.copy_in(&build.join(file), dest, mode)?;
+    }
+    // Its dependencies (udp_tunnel, the crypto) are the in-tree WireGuard module's.
+    guest
+        .run_ok(
+            "modprobe wireguard && insmod /lib/modules/amneziawg.ko",
+            COMMAND,
+        )
+        .context("loading the amneziawg module in the guest")?;
+    Ok(())
 }
 
 /// Runs `scripts/<script>`, one of the scripts that build something once per machine and set of
