@@ -102,13 +102,22 @@ impl<'r> FromRow<'r, PgRow> for DeviceKey {
     }
 }
 
-macro_rules! select_device {
+/// A [`DeviceRow`]'s columns from `d` (a device row) joined to its node `n` and region `r`.
+macro_rules! device_columns {
     () => {
         "SELECT d.id, d.user_id, d.name, n.region, r.display_name AS region_name, d.node,
                 host(d.address) AS address, d.public_key, d.status, d.revoke_reason, d.created_at,
                 d.reissued_at, d.imported_at, d.last_handshake_at, d.rx_bytes, d.tx_bytes,
-                n.protocol
-         FROM devices d JOIN nodes n ON n.name = d.node JOIN regions r ON r.code = n.region "
+                n.protocol "
+    };
+}
+
+macro_rules! select_device {
+    () => {
+        concat!(
+            device_columns!(),
+            "FROM devices d JOIN nodes n ON n.name = d.node JOIN regions r ON r.code = n.region "
+        )
     };
 }
 
@@ -148,6 +157,8 @@ pub async fn lock_active_of_user(
     .await
 }
 
+/// Inserts an active device on `node` at `address` and returns it. The caller holds the node's
+/// lock and took `address` from its pool.
 pub async fn insert(
     conn: &mut PgConnection,
     user_id: i64,
@@ -156,17 +167,19 @@ pub async fn insert(
     public_key: &PublicKey,
     preshared_key: Option<&PresharedKey>,
     address: Ipv4Addr,
-) -> sqlx::Result<i64> {
-    // The node's live count moves in the same statement, so no writer can forget it.
-    sqlx::query_scalar(
+) -> sqlx::Result<DeviceRow> {
+    // The node's live count moves in the same statement, so no writer can forget it; the row
+    // comes back as the caller shows it, so a grant needs no second read under the node's lock.
+    sqlx::query_as(concat!(
         "WITH inserted AS (
              INSERT INTO devices (user_id, node, name, public_key, preshared_key, address)
-             VALUES ($1, $2, $3, $4, $5, $6::inet) RETURNING id, node),
+             VALUES ($1, $2, $3, $4, $5, $6::inet) RETURNING *),
          counted AS (
              UPDATE nodes n SET live_devices = n.live_devices + 1
-             FROM inserted i WHERE n.name = i.node)
-         SELECT id FROM inserted",
-    )
+             FROM inserted i WHERE n.name = i.node) ",
+        device_columns!(),
+        "FROM inserted d JOIN nodes n ON n.name = d.node JOIN regions r ON r.code = n.region"
+    ))
     .bind(user_id)
     .bind(node.as_str())
     .bind(name)

@@ -145,29 +145,21 @@ pub async fn list(conn: &mut PgConnection, region: Option<&str>) -> sqlx::Result
     .await
 }
 
-/// Active nodes of a region, most free capacity first (ties by name, for determinism).
-/// Free capacity counts the subnet: `min(capacity, subnet clients) - devices` is computed by the
-/// caller, which knows the subnet arithmetic; this orders by configured capacity only.
+/// Active nodes of a region that is active itself, by name; empty when the region is missing,
+/// not active or has no active node ([`super::regions::status`] tells which). Ranking them by
+/// free room is the caller's, which knows the subnet arithmetic.
 pub async fn placement_candidates(
     conn: &mut PgConnection,
     region: &str,
 ) -> sqlx::Result<Vec<NodeRow>> {
     sqlx::query_as(concat!(
         select_node!(),
-        "WHERE n.region = $1 AND n.status = 'active' ORDER BY n.name"
+        "WHERE n.region = $1 AND n.status = 'active'
+           AND EXISTS (SELECT 1 FROM regions r WHERE r.code = n.region AND r.status = 'active')
+         ORDER BY n.name"
     ))
     .bind(region)
     .fetch_all(conn)
-    .await
-}
-
-/// The next revision of a node: +1, returned. The caller holds the node's lock.
-pub async fn bump_revision(conn: &mut PgConnection, name: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "UPDATE nodes SET revision = revision + 1 WHERE name = $1 RETURNING revision",
-    )
-    .bind(name)
-    .fetch_one(conn)
     .await
 }
 

@@ -41,6 +41,34 @@ pub async fn insert(
     Ok(id)
 }
 
+/// Moves `node` from `revision - 1` to `revision` and writes that revision's change as its
+/// outbox row, in one statement. `false`, writing nothing, if the node is not at `revision - 1`:
+/// its caller does not hold the node's lock, or lost count of the revision.
+pub async fn insert_node_change(
+    conn: &mut PgConnection,
+    region: &str,
+    node: &str,
+    revision: i64,
+    kind: &str,
+    payload: &str,
+) -> sqlx::Result<bool> {
+    let written: Option<i64> = sqlx::query_scalar(
+        "WITH bumped AS (
+             UPDATE nodes SET revision = $3 WHERE name = $2 AND revision = $3 - 1
+             RETURNING revision)
+         INSERT INTO outbox (region, node, revision, kind, payload)
+         SELECT $1, $2, revision, $4, $5::jsonb FROM bumped RETURNING id",
+    )
+    .bind(region)
+    .bind(node)
+    .bind(revision)
+    .bind(kind)
+    .bind(payload)
+    .fetch_optional(conn)
+    .await?;
+    Ok(written.is_some())
+}
+
 /// Wakes the relay: `NOTIFY` on [`NOTIFY_CHANNEL`], in a transaction of its own.
 ///
 /// Sent after the commit of the rows it announces, never inside their transaction: PostgreSQL

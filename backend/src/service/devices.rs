@@ -65,7 +65,11 @@ async fn place(
 ) -> Result<(NodeRow, Ipv4Addr), ServiceError> {
     let candidates = db::nodes::placement_candidates(conn, region.as_str()).await?;
     if candidates.is_empty() {
-        return Err(ServiceError::RegionUnavailable);
+        // The region's state is read only now, off the path of every grant that finds a node.
+        return Err(match db::regions::status(conn, region.as_str()).await? {
+            None | Some(RegionStatus::Disabled) => ServiceError::RegionNotFound,
+            Some(RegionStatus::Active | RegionStatus::Draining) => ServiceError::RegionUnavailable,
+        });
     }
     let mut ranked: Vec<(i64, NodeRow)> = candidates
         .into_iter()
@@ -150,17 +154,12 @@ impl Service {
             return Err(ServiceError::DeviceLimitReached { limit });
         }
         let name = clean_device_name(name, active)?;
-        match db::regions::status(&mut tx, region.as_str()).await? {
-            None | Some(RegionStatus::Disabled) => return Err(ServiceError::RegionNotFound),
-            Some(RegionStatus::Active) => {}
-            Some(RegionStatus::Draining) => return Err(ServiceError::RegionUnavailable),
-        }
         // Everything that does not need the node is done before its lock is taken: from the
         // lock to the commit, only the statements that the revision order needs run.
         let keys = KeyPair::generate();
         let psk = self.settings.preshared_keys.then(PresharedKey::generate);
-        let (node, address) = place(&mut tx, region).await?;
-        let device_id = db::devices::insert(
+        let (mut node, address) = place(&mut tx, region).await?;
+        let row = db::devices::insert(
             &mut tx,
             user.id,
             &node.name,
@@ -171,10 +170,11 @@ impl Service {
         )
         .await?;
         let peer = PeerSpec::for_client(keys.public, psk.clone(), address);
-        let revision = outbox::peer_upsert(&mut tx, &node.region, &node.name, peer).await?;
+        let revision = outbox::peer_upsert(&mut tx, &mut node, peer).await?;
         let config = render::client_config(&node, &keys.private, psk.as_ref(), address)?;
-        let device = self.device_in(&mut tx, device_id).await?;
         tx.commit().await?;
+        let device = convert::device(&row);
+        let device_id = device.id;
         outbox::wake_relay(&mut conn).await;
         tracing::info!(telegram_id, device_id, node = %node.name, %address, revision, "device granted");
         Ok(GrantedDevice { device, config })
@@ -253,7 +253,7 @@ impl Service {
             let device = db::devices::lock_active_of_user(&mut tx, user.id, device_id)
                 .await?
                 .ok_or(ServiceError::DeviceNotFound)?;
-            let node = db::nodes::lock(&mut tx, device.node.as_str())
+            let mut node = db::nodes::lock(&mut tx, device.node.as_str())
                 .await?
                 .ok_or_else(|| ServiceError::Internal("device on a missing node".into()))?;
             let address = device.address;
@@ -261,9 +261,9 @@ impl Service {
             let keys = KeyPair::generate();
             let psk = self.settings.preshared_keys.then(PresharedKey::generate);
             db::devices::replace_key(&mut tx, device.id, &keys.public, psk.as_ref()).await?;
-            outbox::peer_remove(&mut tx, &node.region, &node.name, device.public_key).await?;
+            outbox::peer_remove(&mut tx, &mut node, device.public_key).await?;
             let peer = PeerSpec::for_client(keys.public, psk.clone(), address);
-            outbox::peer_upsert(&mut tx, &node.region, &node.name, peer).await?;
+            outbox::peer_upsert(&mut tx, &mut node, peer).await?;
             let config = render::client_config(&node, &keys.private, psk.as_ref(), address)?;
             let view = self.device_in(&mut tx, device.id).await?;
             tx.commit().await?;
@@ -298,11 +298,11 @@ pub(crate) async fn revoke_locked(
     public_key: PublicKey,
     reason: RevokeReason,
 ) -> Result<(), ServiceError> {
-    let node_row = db::nodes::lock(conn, node.as_str())
+    let mut node_row = db::nodes::lock(conn, node.as_str())
         .await?
         .ok_or_else(|| ServiceError::Internal("device on a missing node".into()))?;
     db::devices::revoke(conn, device_id, reason).await?;
-    outbox::peer_remove(conn, &node_row.region, node, public_key).await?;
+    outbox::peer_remove(conn, &mut node_row, public_key).await?;
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! Writing desired-state changes to the outbox, inside the caller's transaction.
 //!
-//! Every peer change on a node does two things in the same transaction as the change itself:
-//! bump the node's revision (`nodes.revision + 1`) and insert an outbox row carrying the
-//! [`StreamEvent`] with that revision. The caller holds the node's row lock (see
-//! [`crate::db::nodes::lock`]), so a node's revisions go 1, 2, 3, ... without holes, in commit
-//! order. The relay ([`crate::relay`]) later publishes the rows to Redis. It lives in the
-//! service layer because only the service's transactions write it.
+//! Every peer change on a node does two things in the same transaction as the change itself, in
+//! one statement: move the node's revision to the next (`nodes.revision + 1`) and insert an
+//! outbox row carrying the [`StreamEvent`] with that revision. The caller holds the node's row
+//! lock (see [`crate::db::nodes::lock`]) and passes the row it locked, which knows the current
+//! revision, so a node's revisions go 1, 2, 3, ... without holes, in commit order. The relay
+//! ([`crate::relay`]) later publishes the rows to Redis. It lives in the service layer because
+//! only the service's transactions write it.
 //!
 //! After such a transaction commits, its caller calls [`wake_relay`] on the same connection. The
 //! wake-up is not part of the transaction on purpose: a `NOTIFY` inside it would serialise every
@@ -18,6 +19,7 @@ use sqlx::PgConnection;
 
 use super::ServiceError;
 use crate::db;
+use crate::db::nodes::NodeRow;
 
 /// Wakes the relay after a commit that wrote outbox rows, on the connection the transaction ran
 /// on. Never fails the caller: the rows are committed, and if the wake-up is lost the relay's
@@ -33,38 +35,46 @@ fn revision_u64(revision: i64) -> Result<u64, ServiceError> {
         .map_err(|_| ServiceError::Internal(format!("negative node revision {revision}")))
 }
 
-/// Bumps the node's revision and writes the change `event(revision)` as its outbox row.
+/// Moves the node to its next revision and writes the change `event(revision)` as its outbox
+/// row; `node` is the row the caller locked ([`db::nodes::lock`]), whose revision it keeps
+/// counting, so several changes in one transaction follow each other.
 async fn node_change(
     conn: &mut PgConnection,
-    region: &RegionCode,
-    node: &NodeName,
+    node: &mut NodeRow,
     kind: &str,
     event: impl FnOnce(u64) -> StreamEvent,
 ) -> Result<u64, ServiceError> {
-    let revision = db::nodes::bump_revision(conn, node.as_str()).await?;
+    let revision = node.revision + 1;
     let event = event(revision_u64(revision)?);
-    db::outbox::insert(
+    let written = db::outbox::insert_node_change(
         conn,
-        region.as_str(),
-        Some(node.as_str()),
-        Some(revision),
+        node.region.as_str(),
+        node.name.as_str(),
+        revision,
         kind,
         &event.encode(),
     )
     .await?;
+    if !written {
+        return Err(ServiceError::Internal(format!(
+            "node {} moved from revision {} while locked",
+            node.name, node.revision
+        )));
+    }
+    node.revision = revision;
     revision_u64(revision)
 }
 
 /// Records "node should hold this peer"; returns the node's new revision.
 pub(crate) async fn peer_upsert(
     conn: &mut PgConnection,
-    region: &RegionCode,
-    node: &NodeName,
+    node: &mut NodeRow,
     peer: PeerSpec,
 ) -> Result<u64, ServiceError> {
-    node_change(conn, region, node, "peer_upsert", |revision| {
+    let name = node.name.clone();
+    node_change(conn, node, "peer_upsert", |revision| {
         StreamEvent::PeerUpsert {
-            node: node.clone(),
+            node: name,
             revision,
             peer,
         }
@@ -75,13 +85,13 @@ pub(crate) async fn peer_upsert(
 /// Records "node should not hold this peer"; returns the node's new revision.
 pub(crate) async fn peer_remove(
     conn: &mut PgConnection,
-    region: &RegionCode,
-    node: &NodeName,
+    node: &mut NodeRow,
     public_key: PublicKey,
 ) -> Result<u64, ServiceError> {
-    node_change(conn, region, node, "peer_remove", |revision| {
+    let name = node.name.clone();
+    node_change(conn, node, "peer_remove", |revision| {
         StreamEvent::PeerRemove {
-            node: node.clone(),
+            node: name,
             revision,
             public_key,
         }
@@ -93,13 +103,13 @@ pub(crate) async fn peer_remove(
 /// node's new revision, which orders it with the node's peer changes.
 pub(crate) async fn interface_set(
     conn: &mut PgConnection,
-    region: &RegionCode,
-    node: &NodeName,
+    node: &mut NodeRow,
     interface: InterfaceSpec,
 ) -> Result<u64, ServiceError> {
-    node_change(conn, region, node, "interface_set", |revision| {
+    let name = node.name.clone();
+    node_change(conn, node, "interface_set", |revision| {
         StreamEvent::InterfaceSet {
-            node: node.clone(),
+            node: name,
             revision,
             interface,
         }

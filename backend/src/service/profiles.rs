@@ -66,7 +66,7 @@ impl Service {
             let profile = profile.clone();
             let mut conn = self.pool.acquire().await?;
             let mut tx = conn.begin().await?;
-            let row = db::nodes::lock(&mut tx, name.as_str())
+            let mut row = db::nodes::lock(&mut tx, name.as_str())
                 .await?
                 .ok_or(ServiceError::NodeNotFound)?;
             if row.interface.protocol != Protocol::AmneziaWg {
@@ -76,7 +76,7 @@ impl Service {
             }
             let interface = InterfaceSpec::amneziawg(profile.clone());
             db::nodes::set_interface(&mut tx, name.as_str(), &interface).await?;
-            let revision = outbox::interface_set(&mut tx, &row.region, name, interface).await?;
+            let revision = outbox::interface_set(&mut tx, &mut row, interface).await?;
             db::audit::insert(
                 &mut tx,
                 &actor.to_string(),
