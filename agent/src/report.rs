@@ -2,6 +2,11 @@
 //! heartbeat disappears) and per-peer counters every stats interval. The interface is read only
 //! for the counters; heartbeats in between report the peer count of that read.
 //!
+//! A report of a full node is sent as several stats messages of at most [`STATS_PER_MESSAGE`]
+//! peers, each its own stream entry: the agent never encodes 60,000 peers into one message (it
+//! was the biggest burst of its memory), and the backend stores each in a short transaction of
+//! its own. Counters are cumulative, so the messages of one report need nothing in common.
+//!
 //! Counters are the interface's raw cumulative values; the backend turns them into usage by
 //! adding the difference, or the whole value when a counter went down (interface recreated).
 //! Reporting never blocks the apply loop: it has its own connection and its own task. Only the
@@ -9,7 +14,7 @@
 //! lease, so a node that takes over shows up without waiting for a tick.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pvpn_common::NodeName;
 use pvpn_common::redis_keys::RegionKeys;
@@ -21,10 +26,13 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{blocking, unix_now};
 use crate::metrics::{Metrics, SharedStatus, lock};
 use crate::redis_conn;
-use crate::wireguard::{InterfacePeer, WireGuard};
+use crate::wireguard::WireGuard;
 
 /// The feedback stream is bounded; the backend consumes it continuously.
 const FEEDBACK_MAXLEN: usize = 10_000;
+
+/// Most peers in one stats message (about 200 kB of JSON).
+pub const STATS_PER_MESSAGE: usize = 2_000;
 
 pub struct Reporter {
     pub wg: Arc<dyn WireGuard>,
@@ -67,15 +75,20 @@ impl Reporter {
             if !*self.lease_held.borrow() {
                 continue;
             }
-            // The whole interface is read only for stats: at 60,000 peers a read is tens of
-            // megabytes, too much to allocate every heartbeat. Heartbeats in between carry the
-            // peer count of the last read.
-            let peers = if Instant::now() >= next_stats {
-                match blocking(&self.wg, |wg| wg.read_peers()).await {
-                    Ok(peers) => {
+            // The whole interface is read only for stats: at 60,000 peers a read is megabytes,
+            // too much to allocate every heartbeat. Heartbeats in between carry the peer count
+            // of the last read.
+            let burst = if Instant::now() >= next_stats {
+                Some(crate::heap::one_burst().await)
+            } else {
+                None
+            };
+            let counters = if burst.is_some() {
+                match blocking(&self.wg, |wg| wg.read_counters()).await {
+                    Ok(counters) => {
                         next_stats = Instant::now() + self.stats_interval;
-                        peer_count = Some(peers.len());
-                        Some(peers)
+                        peer_count = Some(counters.len());
+                        Some(counters)
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot read the interface for the report");
@@ -86,23 +99,25 @@ impl Reporter {
             } else {
                 None
             };
-            if let Err(e) = self.send(&mut conn, peers.as_deref(), peer_count).await {
+            if let Err(e) = self.send(&mut conn, counters.as_deref(), peer_count).await {
                 self.metrics.redis_errors.inc();
                 tracing::debug!(error = %e, "report not sent");
                 conn = None;
             }
-            if peers.is_some() {
-                drop(peers);
+            if counters.is_some() {
+                drop(counters);
                 crate::heap::release_freed();
             }
+            drop(burst);
         }
     }
 
-    /// Sends a heartbeat, and the stats of `peers` when the interface was read for them.
+    /// Sends a heartbeat, then the `counters` of a stats read (if this tick made one) in
+    /// messages of at most [`STATS_PER_MESSAGE`] peers.
     async fn send(
         &self,
         conn: &mut Option<MultiplexedConnection>,
-        peers: Option<&[InterfacePeer]>,
+        counters: Option<&[PeerStats]>,
         peer_count: Option<usize>,
     ) -> redis::RedisResult<()> {
         if conn.is_none() {
@@ -124,10 +139,13 @@ impl Reporter {
             .arg(expiry)
             .ignore();
         self.xadd(&mut pipe, &Feedback::Heartbeat(heartbeat));
-        if let Some(peers) = peers {
-            self.xadd(&mut pipe, &stats(&self.node, peers));
+        pipe.query_async::<()>(conn).await?;
+        for message in stats_messages(&self.node, counters.unwrap_or_default()) {
+            let mut pipe = redis::pipe();
+            self.xadd(&mut pipe, &message);
+            pipe.query_async::<()>(conn).await?;
         }
-        pipe.query_async::<()>(conn).await
+        Ok(())
     }
 
     fn xadd(&self, pipe: &mut redis::Pipeline, feedback: &Feedback) {
@@ -157,22 +175,52 @@ impl Reporter {
     }
 }
 
-/// The stats message for the interface's peers.
-pub fn stats(node: &NodeName, peers: &[InterfacePeer]) -> Feedback {
-    Feedback::Stats {
-        node: node.clone(),
-        sent_at: unix_now(),
-        peers: peers
-            .iter()
-            .map(|p| PeerStats {
-                public_key: p.spec.public_key,
-                last_handshake: p
-                    .last_handshake
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-                rx_bytes: p.rx_bytes,
-                tx_bytes: p.tx_bytes,
+/// The stats messages of one report: `counters` in order, at most [`STATS_PER_MESSAGE`] a
+/// message; none for an empty interface.
+pub fn stats_messages<'a>(
+    node: &'a NodeName,
+    counters: &'a [PeerStats],
+) -> impl Iterator<Item = Feedback> + 'a {
+    counters
+        .chunks(STATS_PER_MESSAGE)
+        .map(move |chunk| Feedback::Stats {
+            node: node.clone(),
+            sent_at: unix_now(),
+            peers: chunk.to_vec(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvpn_common::keys::KeyPair;
+
+    #[test]
+    fn a_full_node_reports_in_bounded_messages_that_cover_every_peer() {
+        let node = NodeName::new("nl-1").unwrap();
+        let counters: Vec<PeerStats> = (0..2 * STATS_PER_MESSAGE as u64 + 500)
+            .map(|n| PeerStats {
+                public_key: KeyPair::generate().public,
+                last_handshake: None,
+                rx_bytes: n,
+                tx_bytes: n,
             })
-            .collect(),
+            .collect();
+        let mut sizes = Vec::new();
+        let mut reported = Vec::new();
+        for message in stats_messages(&node, &counters) {
+            let Feedback::Stats {
+                node: from, peers, ..
+            } = message
+            else {
+                panic!("not a stats message");
+            };
+            assert_eq!(from, node);
+            sizes.push(peers.len());
+            reported.extend(peers);
+        }
+        assert_eq!(sizes, [STATS_PER_MESSAGE, STATS_PER_MESSAGE, 500]);
+        assert_eq!(reported, counters, "every peer once, in order");
+        assert_eq!(stats_messages(&node, &[]).count(), 0);
     }
 }

@@ -10,7 +10,7 @@
 //! rule that makes a rolled-back Redis harmless: a snapshot older than what the interface holds
 //! is applied only under a higher epoch.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use pvpn_common::obfuscation::InterfaceSpec;
 use pvpn_common::redis_keys::RegionKeys;
@@ -72,8 +72,9 @@ pub async fn read(
     node: &NodeName,
 ) -> Result<Snapshot, SnapshotError> {
     let revision_key = keys.node_revision(node);
+    // The fields as a list of pairs: a hash table of 60,000 entries would only be walked once.
     type Reply = (
-        HashMap<Vec<u8>, Vec<u8>>,
+        Vec<(Vec<u8>, Vec<u8>)>,
         Option<String>,
         Option<String>,
         Option<String>,
@@ -114,7 +115,10 @@ pub fn parse_interface(text: &str) -> Result<InterfaceSpec, SnapshotError> {
 }
 
 /// Parses the raw hash and revision text.
-pub fn parse(revision: &str, fields: HashMap<Vec<u8>, Vec<u8>>) -> Result<Snapshot, SnapshotError> {
+pub fn parse(
+    revision: &str,
+    fields: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+) -> Result<Snapshot, SnapshotError> {
     let revision: u64 = revision
         .trim()
         .parse()
@@ -132,7 +136,9 @@ pub fn parse(revision: &str, fields: HashMap<Vec<u8>, Vec<u8>>) -> Result<Snapsh
             continue;
         };
         match decode_snapshot_peer(&value) {
-            Ok(spec) if spec.public_key == key => {
+            Ok(mut spec) if spec.public_key == key => {
+                // Held until the next reconcile: no room for more addresses than it has.
+                spec.allowed_ips.shrink_to_fit();
                 snapshot.peers.insert(key, spec);
             }
             Ok(spec) => {
@@ -157,6 +163,7 @@ mod tests {
     use super::*;
     use pvpn_common::keys::KeyPair;
     use pvpn_common::wire::encode;
+    use std::collections::HashMap;
 
     fn spec() -> PeerSpec {
         PeerSpec {

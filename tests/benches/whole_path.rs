@@ -8,6 +8,7 @@
 //! cargo bench -p pvpn-tests --bench whole_path                     # everything (~30 min)
 //! cargo bench -p pvpn-tests --bench whole_path -- --small          # quick, smaller sizes
 //! cargo bench -p pvpn-tests --bench whole_path -- --only apply,rss # some sections
+//! cargo bench -p pvpn-tests --bench whole_path -- --only rss --rss-seconds 120 # shorter watch
 //! cargo bench -p pvpn-tests --bench whole_path -- --write          # and rewrite BENCHMARKS.md
 //! ```
 //!
@@ -55,6 +56,8 @@ struct Options {
     small: bool,
     write: bool,
     only: Option<Vec<String>>,
+    /// How long the `rss` section watches the agent (default 600 s, 60 s with `--small`).
+    rss_seconds: Option<u64>,
 }
 
 impl Options {
@@ -63,6 +66,7 @@ impl Options {
             small: false,
             write: false,
             only: None,
+            rss_seconds: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -77,10 +81,15 @@ impl Options {
                     }
                     options.only = Some(list);
                 }
+                "--rss-seconds" => {
+                    let value = args.next().context("--rss-seconds needs a number")?;
+                    options.rss_seconds =
+                        Some(value.parse().context("--rss-seconds needs a number")?);
+                }
                 // What `cargo bench` adds.
                 "--bench" => {}
                 other => bail!(
-                    "unknown argument {other}; use --small, --write, --only {}",
+                    "unknown argument {other}; use --small, --write, --rss-seconds N, --only {}",
                     SECTIONS.join(",")
                 ),
             }
@@ -187,6 +196,7 @@ async fn main() -> Result<()> {
     }
     if options.runs("rss") {
         let (peers, seconds) = if small { (5_000, 60) } else { (60_000, 600) };
+        let seconds = options.rss_seconds.unwrap_or(seconds);
         section(
             "rss",
             &mut figures,

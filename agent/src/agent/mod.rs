@@ -9,11 +9,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pvpn_common::NodeName;
 use pvpn_common::backoff::Backoff;
 use pvpn_common::obfuscation::InterfaceSpec;
 use pvpn_common::redis_keys::RegionKeys;
 use pvpn_common::wire::{ReconcileReport, ReconcileTrigger};
+use pvpn_common::{NodeName, PeerSpec};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -275,6 +275,11 @@ impl NodeAgent {
         request_id: Option<String>,
     ) -> Result<ReconcileReport, SessionError> {
         self.pending_reconcile = Some(self.pending_reconcile.unwrap_or(trigger));
+        let _burst = crate::heap::one_burst().await;
+        // The address book is rebuilt at the end; until then no entry is checked against it
+        // (entries wait while a reconcile is pending), so it is dropped now rather than held
+        // beside the snapshot and the interface read: at 60,000 peers each is over 10 MB.
+        self.book = AddressBook::default();
         let snapshot = match snapshot::read(conn, &self.keys, &self.node).await {
             Ok(s) => {
                 self.metrics.snapshot_missing.set(0);
@@ -321,16 +326,17 @@ impl NodeAgent {
         let interface_corrected = self.converge_interface(snapshot.interface.clone()).await?;
         let actual = blocking(&self.wg, |wg| wg.read_peers()).await?;
         let plan = reconcile::plan(&snapshot, &actual);
+        // What the interface holds after the plan: the snapshot, plus the fenced-off peers left
+        // as they were. Only those are kept of the interface read.
+        let fenced: Vec<PeerSpec> = actual
+            .iter()
+            .filter(|p| snapshot.untouchable.contains(&p.spec.public_key))
+            .map(|p| p.spec.clone())
+            .collect();
+        drop(actual);
+        let (added, removed, updated) = (plan.added, plan.removed, plan.updated);
         self.apply(plan.changes).await?;
-        // What the interface holds now: the snapshot, plus the fenced-off peers left as they were.
-        self.book = AddressBook::of(
-            snapshot.peers.values().chain(
-                actual
-                    .iter()
-                    .map(|p| &p.spec)
-                    .filter(|s| snapshot.untouchable.contains(&s.public_key)),
-            ),
-        );
+        self.book = AddressBook::of(snapshot.peers.values().chain(&fenced));
         self.set_applied(snapshot.revision);
         self.applied_epoch = Some(snapshot.epoch);
         let report = ReconcileReport {
@@ -338,17 +344,17 @@ impl NodeAgent {
             request_id,
             finished_at: unix_now(),
             snapshot_revision: snapshot.revision,
-            added: plan.added,
-            removed: plan.removed,
-            updated: plan.updated,
+            added,
+            removed,
+            updated,
             interface_corrected,
         };
         tracing::info!(
             ?trigger,
             revision = snapshot.revision,
-            added = plan.added,
-            removed = plan.removed,
-            updated = plan.updated,
+            added,
+            removed,
+            updated,
             "reconciled"
         );
         self.metrics.record_reconcile(&report);
@@ -359,7 +365,7 @@ impl NodeAgent {
         }
         self.pending_reconcile = None;
         self.next_periodic = Instant::now() + self.reconcile_interval;
-        drop((snapshot, actual));
+        drop((snapshot, fenced));
         crate::heap::release_freed();
         Ok(report)
     }

@@ -8,12 +8,13 @@
 use std::path::Path;
 
 use ipnet::IpNet;
+use pvpn_common::wire::PeerStats;
 use pvpn_common::{PeerSpec, PresharedKey, PublicKey};
 use wireguard_control::{
     AllowedIp, Backend, Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder, PeerInfo,
 };
 
-use super::{InterfacePeer, PeerChange, WgError, WireGuard};
+use super::{InterfacePeer, PeerChange, WgError, WireGuard, counters};
 use crate::config::WgBackend;
 
 /// Where userspace implementations put their UAPI sockets (shared by all network namespaces).
@@ -83,6 +84,24 @@ impl WireGuard for ControlWireGuard {
         Ok(device.peers.into_iter().map(from_peer_info).collect())
     }
 
+    fn read_counters(&self) -> Result<Vec<PeerStats>, WgError> {
+        self.check_exists()?;
+        let device =
+            Device::get(&self.name, self.backend).map_err(self.io_error("reading counters"))?;
+        Ok(device
+            .peers
+            .into_iter()
+            .map(|info| {
+                counters(
+                    PublicKey::from_bytes(info.config.public_key.0),
+                    info.stats.last_handshake_time,
+                    info.stats.rx_bytes,
+                    info.stats.tx_bytes,
+                )
+            })
+            .collect())
+    }
+
     fn apply(&self, changes: &[PeerChange]) -> Result<(), WgError> {
         if changes.is_empty() {
             return Ok(());
@@ -130,11 +149,13 @@ fn to_builder(spec: &PeerSpec) -> PeerConfigBuilder {
 
 fn from_peer_info(info: PeerInfo) -> InterfacePeer {
     let config = info.config;
-    let allowed_ips = config
-        .allowed_ips
-        .iter()
-        .filter_map(|ip| IpNet::new(ip.address, ip.cidr).ok())
-        .collect();
+    let mut allowed_ips = Vec::with_capacity(config.allowed_ips.len());
+    allowed_ips.extend(
+        config
+            .allowed_ips
+            .iter()
+            .filter_map(|ip| IpNet::new(ip.address, ip.cidr).ok()),
+    );
     InterfacePeer {
         spec: PeerSpec {
             public_key: PublicKey::from_bytes(config.public_key.0),

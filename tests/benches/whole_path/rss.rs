@@ -5,9 +5,11 @@
 //! a private Redis holds the same peers, so the agent's start-up reconcile changes nothing and
 //! what remains is the routine. Intervals are shortened (heartbeat 5 s, stats 5 s, reconcile
 //! 30 s) so the run holds far more of each than a node with the defaults (10 s, 30 s, 60 s).
-//! RSS is sampled every 5 s from `/proc/<pid>/status`. Target (issue #13): ≤ 50 MB, flat; "flat"
-//! is read as the lowest sample of the last third of the run within 5 MB of the lowest of the
-//! first third (the bursts of a stats report or a reconcile come and go; a leak raises the floor).
+//! RSS is sampled every 5 s from `/proc/<pid>/status`, and the peak is the kernel's high-water
+//! mark (`VmHWM`), which a burst between samples cannot escape. Target (issue #13): ≤ 50 MB,
+//! flat; "flat" is read as the lowest sample of the last third of the run within 5 MB of the
+//! lowest of the first third (the bursts of a stats report or a reconcile come and go; a leak
+//! raises the floor).
 
 use std::time::{Duration, Instant};
 
@@ -116,6 +118,8 @@ pub fn run(peers_n: u32, seconds: u64) -> Result<Vec<Figure>> {
         };
         samples.push((start.elapsed().as_secs(), kb as f64 / 1024.0));
     }
+    // The 5-s samples can miss a burst between them; the kernel's high-water mark cannot.
+    let peak = status_kb(pid, "VmHWM:").context("no VmHWM for the agent")? as f64 / 1024.0;
     drop(agent);
     drop(iface);
     let _ = std::fs::remove_dir_all(&dir);
@@ -149,10 +153,13 @@ pub fn run(peers_n: u32, seconds: u64) -> Result<Vec<Figure>> {
     Ok(vec![
         Figure::new(
             "rss",
-            format!("agent RSS holding {peers_n} peers, highest over {minutes:.0} min"),
-            format!("{highest:.1} MB"),
+            format!(
+                "agent peak RSS (VmHWM) holding {peers_n} peers, over {minutes:.0} min of \
+                 heartbeats, stats and reconciles (highest 5-s sample {highest:.1} MB)"
+            ),
+            format!("{peak:.1} MB"),
             format!("≤ {TARGET_MB} MB"),
-            Some(highest <= TARGET_MB),
+            Some(peak <= TARGET_MB),
         ),
         Figure::new(
             "rss",
