@@ -3,7 +3,6 @@
 //! Each is a real process or server; dropping the [`Stack`] stops every one of them.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -51,10 +50,11 @@ fn with_extra<'a>(
     env
 }
 
-fn free_local_addr() -> Result<String> {
-    let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    Ok(addr.to_string())
-}
+/// Where the stack's processes serve their metrics: a port the kernel picks when the process
+/// binds, because a port picked here and bound later can be taken in between (by any outgoing
+/// connection's ephemeral port; it happened: the backend then exits at start). Nothing in the
+/// stack reads these endpoints.
+const METRICS_ADDR: &str = "127.0.0.1:0";
 
 impl Stack {
     /// Starts the services and migrates the database; no backend or agent runs yet.
@@ -122,7 +122,7 @@ impl Stack {
             ("TELEGRAM_API_URL", self.bot_api.url()),
             ("PVPN_ADMIN_IDS", admins),
             ("PVPN_REGISTRATION", "open".to_string()),
-            ("PVPN_METRICS_ADDR", free_local_addr()?),
+            ("PVPN_METRICS_ADDR", METRICS_ADDR.to_string()),
             (
                 "PVPN_HEARTBEAT_INTERVAL_SECS",
                 AGENT_HEARTBEAT_SECS.to_string(),
@@ -149,7 +149,7 @@ impl Stack {
             ("PVPN_SUBNET", site.subnet.to_string()),
             ("PVPN_WG_INTERFACE", site.wg.name().to_string()),
             ("PVPN_WG_BACKEND", "userspace".to_string()),
-            ("PVPN_METRICS_ADDR", free_local_addr()?),
+            ("PVPN_METRICS_ADDR", METRICS_ADDR.to_string()),
             (
                 "PVPN_HEARTBEAT_INTERVAL_SECS",
                 AGENT_HEARTBEAT_SECS.to_string(),
