@@ -24,12 +24,15 @@
 //! - [`fleet`]: 100 nodes × 10k peers recovering from Redis `FLUSHALL` and a backend restart.
 //! - [`rss`]: the agent binary's memory holding 60k peers for 10 minutes.
 //! - [`report`]: the table, the verdict line, BENCHMARKS.md.
+//! - [`cpu`]: where the machine's CPU went while the rates were measured.
 //!
 //! The kernel-WireGuard apply bench needs a QEMU guest and stays in the agent
 //! (`cargo bench -p pvpn-agent --bench apply_kernel`).
 
 #[path = "whole_path/apply.rs"]
 mod apply;
+#[path = "whole_path/cpu.rs"]
+mod cpu;
 #[path = "whole_path/fleet.rs"]
 mod fleet;
 #[path = "whole_path/grants.rs"]

@@ -7,7 +7,9 @@
 //! - full sync from empty: the agent's reconcile (read peers, plan, chunked apply) vs.
 //!   `wg setconf`;
 //! - a small diff (10 removed, 10 updated, 10 added) against the full device: the agent's
-//!   reconcile vs. `wg syncconf` (which also reads the device first);
+//!   reconcile vs. `wg syncconf` (which also reads the device first); and the same 30 changes
+//!   the way they reach a running agent, as stream entries applied in one batched device update
+//!   with no read (`apply_in_chunks` of the changes, what `agent::batch` sends);
 //! - reading the whole device back: the agent's `read_peers` vs. `wg show dump`.
 //!
 //! Each cell is the median of the runs. Targets (issue #13): full sync ≤ 1.0× `wg setconf`,
@@ -24,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use pvpn_agent::WgBackend;
+use pvpn_agent::reconcile::plan;
 use pvpn_agent::wireguard::WireGuard;
+use pvpn_agent::wireguard::apply_in_chunks;
 use pvpn_agent::wireguard::control::ControlWireGuard;
 use pvpn_common::keys::KeyPair;
 use pvpn_common::{PeerSpec, PresharedKey, PrivateKey};
@@ -63,6 +67,7 @@ struct Row {
     agent_empty: Duration,
     setconf_empty: Duration,
     agent_diff: Duration,
+    agent_events: Duration,
     syncconf_diff: Duration,
     agent_read: Duration,
     wg_dump: Duration,
@@ -82,6 +87,7 @@ struct Samples {
     agent_empty: Vec<Duration>,
     setconf_empty: Vec<Duration>,
     agent_diff: Vec<Duration>,
+    agent_events: Vec<Duration>,
     syncconf_diff: Vec<Duration>,
     agent_read: Vec<Duration>,
     wg_dump: Vec<Duration>,
@@ -106,6 +112,17 @@ fn agent_side(name: &str, files: &Files<'_>, s: &mut Samples) -> Result<()> {
         "diff {p:?}"
     );
     s.agent_diff.push(d);
+    // Back to the full set as 30 events would bring it: the changes are worked out untimed
+    // (the backend sent them), the batched update is timed.
+    let back = plan(&snapshot(files.peers), &control.read_peers()?);
+    ensure!(
+        back.changes.len() == 30,
+        "{} changes back",
+        back.changes.len()
+    );
+    let t = Instant::now();
+    apply_in_chunks(&control, &back.changes)?;
+    s.agent_events.push(t.elapsed());
     wg(&["setconf", name, &files.empty])
 }
 
@@ -164,6 +181,7 @@ fn measure(ns: &Netns, size: usize, runs: usize, dir: &Path) -> Result<Row> {
         agent_empty: median(s.agent_empty),
         setconf_empty: median(s.setconf_empty),
         agent_diff: median(s.agent_diff),
+        agent_events: median(s.agent_events),
         syncconf_diff: median(s.syncconf_diff),
         agent_read: median(s.agent_read),
         wg_dump: median(s.wg_dump),
@@ -221,6 +239,21 @@ pub fn run(sizes: &[usize], runs: usize) -> Result<Vec<Figure>> {
             ),
             "≤ 0.5×",
             Some(diff <= 0.5),
+        ));
+        let events = r.agent_events.as_secs_f64() / r.syncconf_diff.as_secs_f64();
+        figures.push(Figure::new(
+            "apply",
+            format!(
+                "the same 30 changes as stream entries (one batched update, no read), {size} \
+                 peers, vs `wg syncconf`"
+            ),
+            format!(
+                "{events:.3}× ({} vs {})",
+                ms(r.agent_events),
+                ms(r.syncconf_diff)
+            ),
+            "≤ 0.5×",
+            Some(events <= 0.5),
         ));
         figures.push(Figure::info(
             "apply",

@@ -156,8 +156,8 @@ pub async fn node_sizes(sizes: &[i64], measured: usize) -> Vec<(i64, f64, f64)> 
 }
 
 /// Grants per second with `IN_FLIGHT` at a time into a 4-node region whose nodes hold
-/// `prefill` devices each: (grants, seconds, grants/s, median ms, p99 ms).
-pub async fn region_throughput(prefill: i64, grants: usize) -> (usize, f64, f64, f64, f64) {
+/// `prefill` devices each: (grants, seconds, grants/s, median ms, p99 ms, where the CPU went).
+pub async fn region_throughput(prefill: i64, grants: usize) -> (usize, f64, f64, f64, f64, String) {
     let database = TestDatabase::create().await.expect("database");
     let service = service_on(&database).await;
     let pool = service.pool().clone();
@@ -175,6 +175,7 @@ pub async fn region_throughput(prefill: i64, grants: usize) -> (usize, f64, f64,
     }
     let region = RegionCode::new("rg").unwrap();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let cpu_before = crate::cpu::Snapshot::take();
     let start = Instant::now();
     let tasks: Vec<_> = (1..=grants as i64)
         .map(|id| {
@@ -193,6 +194,9 @@ pub async fn region_throughput(prefill: i64, grants: usize) -> (usize, f64, f64,
         samples.push(t.await.unwrap().unwrap());
     }
     let seconds = start.elapsed().as_secs_f64();
+    let (shares, busy) = crate::cpu::Snapshot::take().shares_since(&cpu_before);
+    let cpu_use = crate::cpu::describe(&shares, busy);
+    println!("CPU during the region's grants: {cpu_use}");
     samples.sort();
     let median = millis(samples[samples.len() / 2]);
     let p99 = millis(samples[(samples.len() - 1) * 99 / 100]);
@@ -201,7 +205,7 @@ pub async fn region_throughput(prefill: i64, grants: usize) -> (usize, f64, f64,
         "{grants} grants, {IN_FLIGHT} in flight, 4 nodes of {prefill}: {seconds:.2} s, \
          {rate:.0} grants/s, median {median:.1} ms, p99 {p99:.1} ms"
     );
-    (grants, seconds, rate, median, p99)
+    (grants, seconds, rate, median, p99, cpu_use)
 }
 
 /// The section: grant latency at `sizes` devices on a node, then the region's rate.
@@ -235,13 +239,18 @@ pub async fn run(
         "flat within 2×",
         Some(flat <= 2.0),
     ));
-    let (_, _, rate, median, p99) = region_throughput(prefill, grants).await;
+    let (_, _, rate, median, p99, cpu_use) = region_throughput(prefill, grants).await;
     figures.push(Figure::new(
         "grants",
         format!("grants/s, {IN_FLIGHT} in flight, 4-node region of {prefill} devices each, PostgreSQL only (no relay)"),
         format!("{rate:.0}/s (median {median:.1} ms, p99 {p99:.1} ms)"),
         "≥ 1,000/s",
         Some(rate >= 1000.0),
+    ));
+    figures.push(Figure::info(
+        "grants",
+        "CPU during the region's grants, by program",
+        cpu_use,
     ));
     Ok(figures)
 }

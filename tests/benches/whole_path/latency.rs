@@ -26,6 +26,7 @@ use pvpn_common::{NodeName, PublicKey, RegionCode};
 use pvpn_tests::site::VpnSite;
 use pvpn_tests::stack::{Stack, wait_until};
 
+use crate::cpu;
 use crate::grants::{FILLER, fill, users};
 use crate::report::{Figure, quantile};
 use crate::track::{Tracker, unix_now};
@@ -51,6 +52,8 @@ struct Granted {
 struct Outcome {
     /// In schedule order; `None`: the grant failed.
     grants: Vec<Option<Granted>>,
+    /// The first failure, if any (one line for a run, however many failed).
+    first_error: Option<String>,
     started: f64,
 }
 
@@ -59,19 +62,16 @@ const AGENT_ENV: [(&str, &str); 2] = [
     ("PVPN_RECONCILE_INTERVAL_SECS", "60"),
 ];
 
-async fn grant(service: &Service, id: i64, region: &RegionCode) -> Option<Granted> {
+async fn grant(service: &Service, id: i64, region: &RegionCode) -> Result<Granted, String> {
     let granted = service.grant_device(id, region, None).await;
     let committed = unix_now();
     match granted {
-        Ok(g) => Some(Granted {
+        Ok(g) => Ok(Granted {
             key: g.device.public_key,
             node: g.device.node,
             committed,
         }),
-        Err(e) => {
-            eprintln!("grant by user {id} failed: {e}");
-            None
-        }
+        Err(e) => Err(format!("grant by user {id} failed: {e}")),
     }
 }
 
@@ -96,10 +96,25 @@ async fn open_loop(
         }));
     }
     let mut grants = Vec::with_capacity(tasks.len());
+    let mut first_error = None;
     for t in tasks {
-        grants.push(t.await.ok().flatten());
+        match t.await {
+            Ok(Ok(g)) => grants.push(Some(g)),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+                grants.push(None);
+            }
+            Err(e) => {
+                first_error.get_or_insert(format!("grant task failed: {e}"));
+                grants.push(None);
+            }
+        }
     }
-    Outcome { grants, started }
+    Outcome {
+        grants,
+        first_error,
+        started,
+    }
 }
 
 /// Latencies (ms, schedule order) of the grants that reached their interface, and how many did not.
@@ -180,7 +195,11 @@ pub async fn run(sizes: &Sizes) -> Result<Vec<Figure>> {
     wait_until(
         "the prefilled peers on the interface",
         Duration::from_secs(900),
-        || Ok(lat.wg.peers()?.len() == prefill),
+        || {
+            // A process that died at start would otherwise be waited for until the timeout.
+            stack.check_processes()?;
+            Ok(lat.wg.peers()?.len() == prefill)
+        },
     )
     .await?;
     println!(
@@ -199,7 +218,7 @@ pub async fn run(sizes: &Sizes) -> Result<Vec<Figure>> {
     // Idle: one grant at a time.
     let mut idle = Vec::new();
     for _ in 0..sizes.idle {
-        if let Some(g) = grant(&service, next_user, &lat.region).await {
+        if let Ok(g) = grant(&service, next_user, &lat.region).await {
             let (l, _) = latencies(&tracker, &[&g], Duration::from_secs(10)).await;
             idle.extend(l);
         }
@@ -255,8 +274,12 @@ pub async fn run(sizes: &Sizes) -> Result<Vec<Figure>> {
     println!("|---:|---:|---:|---:|---:|---:|---|");
     let mut best: Option<(f64, f64, f64)> = None;
     let mut last_step = String::new();
+    let cpu_before = cpu::Snapshot::take();
     for &rate in &sizes.steps {
         let out = open_loop(&service, &sus[0].region, rate, sizes.step_secs, next_user).await;
+        if let Some(e) = &out.first_error {
+            println!("at {rate:.0}/s, first of the failed grants: {e}");
+        }
         next_user += out.grants.len() as i64;
         let ok: Vec<&Granted> = out.grants.iter().flatten().collect();
         let failed = out.grants.len() - ok.len();
@@ -293,6 +316,15 @@ pub async fn run(sizes: &Sizes) -> Result<Vec<Figure>> {
         }
         best = Some((rate, committed_rate, peers));
     }
+    // Everything of the stack shares this machine's cores: the rate is bound by whoever uses them.
+    let (shares, busy) = cpu::Snapshot::take().shares_since(&cpu_before);
+    let cpu_use = cpu::describe(&shares, busy);
+    println!("CPU during the sustained steps: {cpu_use}");
+    figures.push(Figure::info(
+        "latency",
+        "CPU during the sustained steps, by program (every process of the stack on this machine)",
+        cpu_use,
+    ));
     let (measured, met) = match best {
         Some((rate, committed, peers)) => (
             format!(
