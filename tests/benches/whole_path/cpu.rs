@@ -8,9 +8,9 @@ use std::time::Instant;
 /// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// Processor ticks by program name at one moment, and when.
+/// Every process's name and processor ticks at one moment, and when.
 pub struct Snapshot {
-    ticks: BTreeMap<String, u64>,
+    ticks: BTreeMap<u32, (String, u64)>,
     at: Instant,
 }
 
@@ -19,12 +19,11 @@ impl Snapshot {
         let mut ticks = BTreeMap::new();
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for entry in dir.flatten() {
-                let name = entry.file_name();
-                if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                     continue;
-                }
-                if let Some((comm, used)) = process_ticks(&entry.path().join("stat")) {
-                    *ticks.entry(comm).or_insert(0) += used;
+                };
+                if let Some(process) = process_ticks(&entry.path().join("stat")) {
+                    ticks.insert(pid, process);
                 }
             }
         }
@@ -36,23 +35,39 @@ impl Snapshot {
 
     /// Each program's share of the machine since `earlier` (100 % = every core busy), the
     /// biggest first, programs under 1 % left out; and the machine's total busy share.
+    /// Processes are matched by pid (kernel workers rename themselves as they go); one that
+    /// started in between counts whole, one that ended in between is not counted.
     pub fn shares_since(&self, earlier: &Snapshot) -> (Vec<(String, f64)>, f64) {
         let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
         let seconds = self.at.duration_since(earlier.at).as_secs_f64().max(1e-3);
-        let mut shares: Vec<(String, f64)> = self
-            .ticks
-            .iter()
-            .map(|(comm, now)| {
-                // Processes that ended in between are not counted; ones that started are whole.
-                let before = earlier.ticks.get(comm).copied().unwrap_or(0);
-                let used = now.saturating_sub(before) as f64 / TICKS_PER_SECOND;
-                (comm.clone(), 100.0 * used / (seconds * cores))
+        let mut by_program: BTreeMap<&str, u64> = BTreeMap::new();
+        for (pid, (comm, now)) in &self.ticks {
+            let before = earlier.ticks.get(pid).map_or(0, |(_, t)| *t);
+            *by_program.entry(program(comm)).or_insert(0) += now.saturating_sub(before);
+        }
+        let mut shares: Vec<(String, f64)> = by_program
+            .into_iter()
+            .map(|(program, used)| {
+                let used = used as f64 / TICKS_PER_SECOND;
+                (program.to_string(), 100.0 * used / (seconds * cores))
             })
             .collect();
         let total = shares.iter().map(|(_, s)| s).sum();
         shares.retain(|(_, s)| *s >= 1.0);
         shares.sort_by(|a, b| b.1.total_cmp(&a.1));
         (shares, total)
+    }
+}
+
+/// A process name without what varies between instances: every kernel worker is `kworker`,
+/// the bench binary is `whole_path` (its name carries a hash).
+fn program(comm: &str) -> &str {
+    if comm.starts_with("kworker") {
+        "kworker"
+    } else if comm.starts_with("whole_path") {
+        "whole_path (this bench, the grants' client)"
+    } else {
+        comm
     }
 }
 

@@ -274,9 +274,13 @@ pub async fn run(sizes: &Sizes) -> Result<Vec<Figure>> {
     println!("|---:|---:|---:|---:|---:|---:|---|");
     let mut best: Option<(f64, f64, f64)> = None;
     let mut last_step = String::new();
-    let cpu_before = cpu::Snapshot::take();
+    let mut step_cpu = String::new();
     for &rate in &sizes.steps {
+        let cpu_before = cpu::Snapshot::take();
         let out = open_loop(&service, &sus[0].region, rate, sizes.step_secs, next_user).await;
+        // The step's own stretch (its grants, not the wait for stragglers after it).
+        let (shares, busy) = cpu::Snapshot::take().shares_since(&cpu_before);
+        step_cpu = format!("at {rate:.0}/s offered, {}", cpu::describe(&shares, busy));
         if let Some(e) = &out.first_error {
             println!("at {rate:.0}/s, first of the failed grants: {e}");
         }
@@ -317,13 +321,11 @@ pub async fn run(sizes: &Sizes) -> Result<Vec<Figure>> {
         best = Some((rate, committed_rate, peers));
     }
     // Everything of the stack shares this machine's cores: the rate is bound by whoever uses them.
-    let (shares, busy) = cpu::Snapshot::take().shares_since(&cpu_before);
-    let cpu_use = cpu::describe(&shares, busy);
-    println!("CPU during the sustained steps: {cpu_use}");
+    println!("CPU during the last step: {step_cpu}");
     figures.push(Figure::info(
         "latency",
-        "CPU during the sustained steps, by program (every process of the stack on this machine)",
-        cpu_use,
+        "CPU during the last sustained step, by program (every process of the stack on this machine)",
+        step_cpu,
     ));
     let (measured, met) = match best {
         Some((rate, committed, peers)) => (
