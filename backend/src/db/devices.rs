@@ -102,22 +102,25 @@ impl<'r> FromRow<'r, PgRow> for DeviceKey {
     }
 }
 
-/// A [`DeviceRow`]'s columns from `d` (a device row) joined to its node `n` and region `r`.
-macro_rules! device_columns {
-    () => {
-        "SELECT d.id, d.user_id, d.name, n.region, r.display_name AS region_name, d.node,
-                host(d.address) AS address, d.public_key, d.status, d.revoke_reason, d.created_at,
-                d.reissued_at, d.imported_at, d.last_handshake_at, d.rx_bytes, d.tx_bytes,
-                n.protocol "
+/// A query for [`DeviceRow`]s of the device rows in `$source` (`devices`, or a CTE of inserted
+/// rows) as `d`, joined to their node `n` and region `r`; the caller adds its `WHERE`.
+macro_rules! select_device_from {
+    ($source:literal) => {
+        concat!(
+            "SELECT d.id, d.user_id, d.name, n.region, r.display_name AS region_name, d.node,
+                    host(d.address) AS address, d.public_key, d.status, d.revoke_reason,
+                    d.created_at, d.reissued_at, d.imported_at, d.last_handshake_at, d.rx_bytes,
+                    d.tx_bytes, n.protocol
+             FROM ",
+            $source,
+            " d JOIN nodes n ON n.name = d.node JOIN regions r ON r.code = n.region "
+        )
     };
 }
 
 macro_rules! select_device {
     () => {
-        concat!(
-            device_columns!(),
-            "FROM devices d JOIN nodes n ON n.name = d.node JOIN regions r ON r.code = n.region "
-        )
+        select_device_from!("devices")
     };
 }
 
@@ -177,8 +180,7 @@ pub async fn insert(
          counted AS (
              UPDATE nodes n SET live_devices = n.live_devices + 1
              FROM inserted i WHERE n.name = i.node) ",
-        device_columns!(),
-        "FROM inserted d JOIN nodes n ON n.name = d.node JOIN regions r ON r.code = n.region"
+        select_device_from!("inserted")
     ))
     .bind(user_id)
     .bind(node.as_str())

@@ -37,7 +37,7 @@ impl Snapshot {
     /// biggest first, programs under 1 % left out; and the machine's total busy share.
     /// Processes are matched by pid (kernel workers rename themselves as they go); one that
     /// started in between counts whole, one that ended in between is not counted.
-    pub fn shares_since(&self, earlier: &Snapshot) -> (Vec<(String, f64)>, f64) {
+    fn shares_since(&self, earlier: &Snapshot) -> (Vec<(String, f64)>, f64) {
         let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
         let seconds = self.at.duration_since(earlier.at).as_secs_f64().max(1e-3);
         let mut by_program: BTreeMap<&str, u64> = BTreeMap::new();
@@ -56,6 +56,17 @@ impl Snapshot {
         shares.retain(|(_, s)| *s >= 1.0);
         shares.sort_by(|a, b| b.1.total_cmp(&a.1));
         (shares, total)
+    }
+
+    /// "94 % of the machine busy: postgres 61 %, wireguard-go 12 %, …" since `earlier`, for a
+    /// figure.
+    pub fn usage_since(&self, earlier: &Snapshot) -> String {
+        let (shares, total) = self.shares_since(earlier);
+        let parts: Vec<String> = shares
+            .iter()
+            .map(|(comm, share)| format!("{comm} {share:.0} %"))
+            .collect();
+        format!("{total:.0} % of the machine busy: {}", parts.join(", "))
     }
 }
 
@@ -83,13 +94,4 @@ fn process_ticks(path: &std::path::Path) -> Option<(String, u64)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((comm, utime + stime))
-}
-
-/// "postgres 61 %, wireguard-go 12 %, …" for a figure.
-pub fn describe(shares: &[(String, f64)], total: f64) -> String {
-    let parts: Vec<String> = shares
-        .iter()
-        .map(|(comm, share)| format!("{comm} {share:.0} %"))
-        .collect();
-    format!("{total:.0} % of the machine busy: {}", parts.join(", "))
 }

@@ -194,8 +194,7 @@ pub async fn region_throughput(prefill: i64, grants: usize) -> (usize, f64, f64,
         samples.push(t.await.unwrap().unwrap());
     }
     let seconds = start.elapsed().as_secs_f64();
-    let (shares, busy) = crate::cpu::Snapshot::take().shares_since(&cpu_before);
-    let cpu_use = crate::cpu::describe(&shares, busy);
+    let cpu_use = crate::cpu::Snapshot::take().usage_since(&cpu_before);
     println!("CPU during the region's grants: {cpu_use}");
     samples.sort();
     let median = millis(samples[samples.len() / 2]);

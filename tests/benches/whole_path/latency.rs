@@ -279,8 +279,8 @@ pub async fn run(sizes: &Sizes) -> Result<Vec<Figure>> {
         let cpu_before = cpu::Snapshot::take();
         let out = open_loop(&service, &sus[0].region, rate, sizes.step_secs, next_user).await;
         // The step's own stretch (its grants, not the wait for stragglers after it).
-        let (shares, busy) = cpu::Snapshot::take().shares_since(&cpu_before);
-        step_cpu = format!("at {rate:.0}/s offered, {}", cpu::describe(&shares, busy));
+        let usage = cpu::Snapshot::take().usage_since(&cpu_before);
+        step_cpu = format!("at {rate:.0}/s offered, {usage}");
         if let Some(e) = &out.first_error {
             println!("at {rate:.0}/s, first of the failed grants: {e}");
         }
